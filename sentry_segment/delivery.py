@@ -1,0 +1,176 @@
+"""Segment clients, one per write key and host per process, and what each delivered or lost."""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import os
+import queue
+import threading
+import time
+from typing import Any, Callable, Optional
+
+import wrapt
+from requests import sessions
+from segment.analytics import Client
+from segment.analytics import request as segment_request
+from sentry_sdk.utils import capture_internal_exceptions, logger
+
+from .config import mask
+from .payload import Track
+from .stats import Stats
+
+SEGMENT_LOGGER = "segment"
+
+
+class Sink:
+    """One Segment client; attributes each message's fate to the Stats that sent it."""
+
+    def __init__(self, write_key: str, host: str, max_queue_size: int) -> None:
+        self.host = host
+        self._write_key = write_key
+        self._owners: dict[str, Stats] = {}
+        self._lock = threading.Lock()
+        self._failing = False
+        self.client = Client(
+            write_key=str(write_key),
+            host=host,
+            max_queue_size=max_queue_size,
+            on_error=self._on_error,
+            thread=1,
+        )
+        # Its atexit join would stop the consumer before Sentry's atexit flushes us, and waits
+        # unbounded on a hung request; Sentry's close() flushes within shutdown_timeout instead.
+        atexit.unregister(self.client.join)
+        for consumer in self.client.consumers:
+            consumer.request = wrapt.FunctionWrapper(consumer.request, self._count_delivered)
+
+    def __repr__(self) -> str:
+        return f"Sink(write_key={mask(self._write_key)!r}, host={self.host!r})"
+
+    def track(self, track: Track, owner: Stats) -> None:
+        """Queue the call; count it forwarded, or dropped when Segment's queue is full.
+
+        A forwarded message is later counted exactly once as delivered or failed.
+        """
+        if self.client.queue.full():
+            owner.add("dropped_queue_full")
+            return
+        with self._lock:
+            self._owners[track.message_id] = owner
+        owner.add("forwarded")
+        try:
+            queued, _ = self.client.track(
+                user_id=track.user_id,
+                event=track.event,
+                properties=track.properties,
+                context=dict(track.context),
+                timestamp=track.timestamp,
+                message_id=track.message_id,
+            )
+        except Exception as error:
+            # The error's text would quote the whole message: name its type only.
+            logger.warning("sentry-segment: Segment's client refused a message: %s", type(error))
+            queued = False
+        if not queued:
+            self._settle([track.message_id], "failed")
+
+    def wait_until_sent(self, deadline: float) -> bool:
+        """Wait until every queued message was posted or given up on, at most until deadline."""
+        return drain(self.client.queue, deadline)
+
+    def _count_delivered(
+        self, wrapped: Callable[..., Any], _instance: Any, args: Any, kwargs: Any
+    ) -> Any:
+        response = wrapped(*args, **kwargs)
+        with capture_internal_exceptions():
+            batch = kwargs.get("batch", args[0] if args else [])
+            self._settle([message.get("messageId") for message in batch], "delivered")
+            if self._failing:
+                self._failing = False
+                logger.warning("sentry-segment: delivery to %s recovered", self.host)
+        return response
+
+    def _on_error(self, error: Exception, batch: list[dict[str, Any]]) -> None:
+        # Runs on Segment's consumer thread, which dies for good if this raises.
+        try:
+            self._settle([message.get("messageId") for message in batch], "failed")
+            if not self._failing:
+                self._failing = True
+                logger.warning(
+                    "sentry-segment: delivery to %s failing (%s); logging again on recovery",
+                    self.host,
+                    type(error).__name__,
+                )
+        except Exception:  # noqa: S110
+            pass
+
+    def _settle(self, message_ids: list[Any], outcome: str) -> None:
+        with self._lock:
+            owners = [self._owners.pop(message_id, None) for message_id in message_ids]
+        for owner in owners:
+            if owner is not None:
+                owner.add(outcome)
+
+
+def drain(work: queue.Queue[Any], deadline: float) -> bool:
+    """Wait until every item put on the queue was marked done, or the deadline passes."""
+    with work.all_tasks_done:
+        while work.unfinished_tasks:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+            work.all_tasks_done.wait(remaining)
+    return True
+
+
+class _RedactWriteKeys(logging.Filter):
+    """Segment's client logs request bodies, write key included, at DEBUG."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.write_keys: set[str] = set()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            message = record.getMessage()
+        except Exception:
+            return True
+        redacted = message
+        for write_key in self.write_keys:
+            redacted = redacted.replace(write_key, mask(write_key))
+        if redacted != message:
+            record.msg, record.args = redacted, ()
+        return True
+
+
+_sinks: dict[tuple[str, str], Sink] = {}
+_sinks_lock = threading.Lock()
+_redact = _RedactWriteKeys()
+logging.getLogger(SEGMENT_LOGGER).addFilter(_redact)
+
+
+def sink_for(write_key: str, host: str, max_queue_size: int) -> Sink:
+    """The process's Segment client for this write key and host, created on first use."""
+    key = (str(write_key), host)
+    found: Optional[Sink] = _sinks.get(key)
+    if found is not None:
+        return found
+    with _sinks_lock:
+        found = _sinks.get(key)
+        if found is None:
+            _redact.write_keys.add(str(write_key))
+            found = _sinks[key] = Sink(write_key, host, max_queue_size)
+    return found
+
+
+def _forget_sinks_after_fork() -> None:
+    """A client copied by fork() has no consumer thread; the child builds its own."""
+    global _sinks_lock  # noqa: PLW0603
+    _sinks_lock = threading.Lock()
+    _sinks.clear()
+    # Connections pooled by the parent must not be shared with the child.
+    segment_request._session = sessions.Session()
+
+
+os.register_at_fork(after_in_child=_forget_sinks_after_fork)

@@ -1,0 +1,125 @@
+"""Per-integration state: filters sent events, then off the capturing thread builds, limits, queues."""
+
+from __future__ import annotations
+
+import os
+import queue
+import threading
+import weakref
+from collections.abc import Mapping
+from typing import Any, Optional
+
+from sentry_sdk.utils import capture_internal_exceptions, logger
+
+from . import delivery, payload
+from .config import Options
+from .ratelimit import RateLimit
+from .routing import Route, route
+from .stats import Stats
+
+# An idle worker thread exits after this long; the next event starts a new one.
+IDLE_SECONDS = 30.0
+
+
+class Forwarder:
+    """Everything one SegmentIntegration remembers: routes, limits, queue, worker and counters."""
+
+    def __init__(self, options: Options) -> None:
+        self.options = options
+        self.stats = Stats()
+        self._routes: dict[Optional[str], Route] = {}
+        self._sinks: set[delivery.Sink] = set()
+        self._reset()
+        _live_forwarders.add(self)
+
+    def _reset(self) -> None:
+        self._queue: queue.Queue[tuple[Mapping[str, Any], Route]] = queue.Queue(
+            self.options.max_queue_size
+        )
+        self._lock = threading.Lock()
+        self._worker_running = False
+        self._rate_limit = RateLimit(self.options.rate_limits)
+
+    def route_for(self, dsn: Optional[str]) -> Route:
+        found = self._routes.get(dsn)
+        if found is None:
+            found = self._routes[dsn] = route(self.options, dsn)
+        return found
+
+    def offer(self, event: Mapping[str, Any], dsn: Optional[str]) -> None:
+        """Consider an event Sentry has sent; queue it for forwarding or count why not."""
+        if not payload.is_error(event):
+            self.stats.add("skipped_not_error")
+            return
+        destination = self.route_for(dsn)
+        if not destination.enabled:
+            self.stats.add("skipped_disabled")
+            return
+        if payload.user_id(event) is None:
+            self.stats.add("skipped_no_user")
+            return
+        try:
+            self._queue.put_nowait((event, destination))
+        except queue.Full:
+            self.stats.add("dropped_queue_full")
+            return
+        if not self._worker_running:
+            self._start_worker()
+
+    def flush(self, deadline: float) -> bool:
+        """Wait until queued events reached Segment (or failed), at most until deadline."""
+        done = delivery.drain(self._queue, deadline)
+        for sink in list(self._sinks):
+            done = sink.wait_until_sent(deadline) and done
+        return done
+
+    def _start_worker(self) -> None:
+        with self._lock:
+            if self._worker_running:
+                return
+            self._worker_running = True
+            threading.Thread(target=self._work, name="sentry-segment", daemon=True).start()
+
+    def _work(self) -> None:
+        work = self._queue
+        while True:
+            try:
+                event, destination = work.get(timeout=IDLE_SECONDS)
+            except queue.Empty:
+                with self._lock:
+                    if work.empty():
+                        self._worker_running = False
+                        return
+                continue
+            try:
+                with capture_internal_exceptions():
+                    self._forward(event, destination)
+            finally:
+                work.task_done()
+
+    def _forward(self, event: Mapping[str, Any], destination: Route) -> None:
+        track = payload.build_track(event, self.options.event_name)
+        if not self._rate_limit.allow(destination.organization):
+            self.stats.add("rate_limited")
+            return
+        assert destination.write_key is not None
+        sink = delivery.sink_for(destination.write_key, destination.host, self.options.max_queue_size)
+        self._sinks.add(sink)
+        sink.track(track, self.stats)
+
+    def _after_fork(self) -> None:
+        self.stats.after_fork()
+        self._sinks = set()
+        self._reset()
+
+
+_live_forwarders: weakref.WeakSet[Forwarder] = weakref.WeakSet()
+
+
+def _reset_forwarders_after_fork() -> None:
+    """fork() copies queues and locks but not the worker thread that owns them."""
+    for forwarder in list(_live_forwarders):
+        forwarder._after_fork()
+
+
+os.register_at_fork(after_in_child=_reset_forwarders_after_fork)

@@ -1,0 +1,199 @@
+"""Turns a Sentry error event into the Segment track call: pure functions of the event."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any, Optional
+from urllib.parse import urlsplit
+
+# Segment refuses messages over 32 KB; its client adds library, type, timestamp and ids.
+MAX_MESSAGE_BYTES = 32 * 1024
+MESSAGE_BUDGET_BYTES = MAX_MESSAGE_BYTES - 2048
+MAX_USER_ID_CHARS = 256
+MAX_MESSAGE_ID_CHARS = 64
+FIELD_CHAR_LIMITS = (2048, 512, 128, 32)
+
+
+@dataclass(frozen=True)
+class Track:
+    """The arguments of one Segment track call."""
+
+    user_id: str
+    event: str
+    properties: dict[str, Any]
+    context: dict[str, Any]
+    timestamp: datetime
+    message_id: str
+
+    def as_message(self) -> dict[str, Any]:
+        """The fields as Segment's HTTP API names them (what the collector receives)."""
+        return {
+            "userId": self.user_id,
+            "event": self.event,
+            "properties": self.properties,
+            "context": self.context,
+            "timestamp": self.timestamp.isoformat(),
+            "messageId": self.message_id,
+        }
+
+
+def is_error(event: Mapping[str, Any]) -> bool:
+    """True when the event carries exception values, as Sentry's forwarder requires."""
+    exception = event.get("exception")
+    if not isinstance(exception, Mapping):
+        return False
+    values = exception.get("values")
+    return isinstance(values, list) and len(values) > 0
+
+
+def user_id(event: Mapping[str, Any]) -> Optional[str]:
+    """The event's user ID as a string, or None when it has none (0 is an ID)."""
+    user = event.get("user")
+    if not isinstance(user, Mapping):
+        return None
+    raw = user.get("id")
+    if raw is None or isinstance(raw, (Mapping, list, tuple, set, bytes, bytearray)):
+        return None
+    try:
+        text = _clean(str(raw))
+    except Exception:
+        return None
+    return text[:MAX_USER_ID_CHARS] if text.strip() else None
+
+
+def build_track(event: Mapping[str, Any], event_name: str) -> Track:
+    """The track call for an error event that has a user ID, within Segment's 32 KB."""
+    for limit in FIELD_CHAR_LIMITS:
+        track = _build(event, event_name, limit)
+        if _encoded_size(track) <= MESSAGE_BUDGET_BYTES:
+            break
+    return track
+
+
+def _build(event: Mapping[str, Any], event_name: str, limit: int) -> Track:
+    def text(value: Any) -> str:
+        return _text(value)[:limit]
+
+    user = _mapping(event.get("user"))
+    request = _mapping(event.get("request"))
+    url = _text(request.get("url"))
+    query = _text(request.get("query_string")).lstrip("?")
+    search = f"?{query}" if query else ""
+    referer = _header(request.get("headers"), "referer")
+    user_agent = _header(request.get("headers"), "user-agent")
+    event_id = _text(event.get("event_id"))
+
+    properties = {
+        "environment": text(event.get("environment")),
+        "eventId": text(event_id),
+        "exceptionType": text(_exception_type(event)),
+        "release": text(event.get("release")),
+        "transaction": text(event.get("transaction")),
+        "level": text(event.get("level")),
+        "userAgent": text(user_agent),
+        "page": {
+            "url": text(url),
+            "method": text(request.get("method")),
+            "search": text(search),
+            "referer": text(referer),
+        },
+    }
+    context: dict[str, Any] = {
+        "userAgent": text(user_agent),
+        "page": {
+            "url": text(url),
+            "path": text(_path(url)),
+            "search": text(search),
+            "referrer": text(referer),
+        },
+    }
+    ip_address = _text(user.get("ip_address"))
+    if ip_address:
+        context["ip"] = ip_address[:64]
+
+    return Track(
+        user_id=user_id(event) or "",
+        event=event_name,
+        properties=properties,
+        context=context,
+        timestamp=_timestamp(event.get("timestamp")),
+        message_id=event_id[:MAX_MESSAGE_ID_CHARS],
+    )
+
+
+def _encoded_size(track: Track) -> int:
+    return len(json.dumps(track.as_message()))
+
+
+def _mapping(value: Any) -> Mapping[str, Any]:
+    return value if isinstance(value, Mapping) else {}
+
+
+def _clean(value: str) -> str:
+    """Replace what cannot be encoded as UTF-8 (lone surrogates) so the JSON stays valid."""
+    if value.isascii():
+        return value
+    return value.encode("utf-8", "replace").decode("utf-8")
+
+
+def _text(value: Any) -> str:
+    if isinstance(value, str):
+        return _clean(value)
+    if isinstance(value, bool) or value is None:
+        return ""
+    if isinstance(value, int):
+        return str(value)
+    return ""
+
+
+def _exception_type(event: Mapping[str, Any]) -> str:
+    values = _mapping(event.get("exception")).get("values")
+    if isinstance(values, list) and values:
+        return _text(_mapping(values[0]).get("type"))
+    return ""
+
+
+def _header(headers: Any, name: str) -> str:
+    if isinstance(headers, Mapping):
+        pairs: Any = headers.items()
+    elif isinstance(headers, list):
+        pairs = (pair for pair in headers if isinstance(pair, (list, tuple)) and len(pair) == 2)
+    else:
+        return ""
+    for key, value in pairs:
+        if isinstance(key, str) and key.lower() == name:
+            return _text(value)
+    return ""
+
+
+def _path(url: str) -> str:
+    try:
+        return urlsplit(url).path
+    except ValueError:
+        return ""
+
+
+def _timestamp(value: Any) -> datetime:
+    """The event time as an aware UTC datetime; now when it is missing or unreadable."""
+    try:
+        if isinstance(value, datetime):
+            parsed = value
+        elif isinstance(value, str):
+            parsed = datetime.fromisoformat(_iso_for_python39(value))
+        elif isinstance(value, (int, float)) and not isinstance(value, bool):
+            parsed = datetime.fromtimestamp(value, tz=timezone.utc)
+        else:
+            return datetime.now(timezone.utc)
+        if parsed.tzinfo is None:
+            return parsed.replace(tzinfo=timezone.utc)
+        return parsed.astimezone(timezone.utc)
+    except (ValueError, OverflowError, OSError):
+        return datetime.now(timezone.utc)
+
+
+def _iso_for_python39(value: str) -> str:
+    """Sentry writes '...T07:17:59.120278Z'; fromisoformat before 3.11 needs '+00:00'."""
+    return value[:-1] + "+00:00" if value.endswith("Z") else value

@@ -1,0 +1,189 @@
+"""Loopback Segment and Sentry endpoints that record what arrives (for tests and the demo).
+
+Needs the ``testing`` extra (``pip install sentry-segment[testing]``), which brings
+pytest-httpserver.
+"""
+
+from __future__ import annotations
+
+import base64
+import gzip
+import json
+import re
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass
+from typing import Any, Optional
+
+from pytest_httpserver import HTTPServer
+from sentry_sdk.envelope import Envelope
+from werkzeug import Request, Response
+
+LOOPBACK = "127.0.0.1"
+_ENVELOPE_PATH = re.compile(r"^/api/[0-9]+/envelope/$")
+
+
+@dataclass(frozen=True)
+class ReceivedBatch:
+    """One POST /v1/batch as it arrived: the Basic-auth user (write key) and the JSON body."""
+
+    write_key: Optional[str]
+    body: dict[str, Any]
+    status: int
+
+    @property
+    def messages(self) -> list[dict[str, Any]]:
+        batch = self.body.get("batch")
+        return list(batch) if isinstance(batch, list) else []
+
+
+class _Loopback:
+    def __init__(self, port: int = 0) -> None:
+        self.server = HTTPServer(LOOPBACK, port, threaded=True)
+        self._lock = threading.Lock()
+        self._changed = threading.Condition(self._lock)
+
+    def start(self) -> None:
+        if not self.server.is_running():
+            self.server.start()
+
+    def stop(self) -> None:
+        if self.server.is_running():
+            self.server.stop()
+
+    def __enter__(self) -> Any:
+        self.start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.stop()
+
+    @property
+    def url(self) -> str:
+        return f"http://{LOOPBACK}:{self.server.port}"
+
+    def _wait(self, ready: Any, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        with self._changed:
+            while not ready():
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return False
+                self._changed.wait(remaining)
+        return True
+
+
+def _body(request: Request) -> bytes:
+    data = request.get_data()
+    if request.headers.get("Content-Encoding") == "gzip":
+        return gzip.decompress(data)
+    return data
+
+
+class SegmentCollector(_Loopback):
+    """A Segment-compatible ``POST /v1/batch`` endpoint on 127.0.0.1.
+
+    Answers 200 unless told otherwise with :meth:`respond_next`.
+    """
+
+    def __init__(self, port: int = 0) -> None:
+        super().__init__(port)
+        self._batches: list[ReceivedBatch] = []
+        self._scripted: deque[tuple[int, dict[str, str]]] = deque()
+        self.server.expect_request("/v1/batch", method="POST").respond_with_handler(self._handle)
+
+    @property
+    def host(self) -> str:
+        """What to pass as SegmentIntegration(host=...)."""
+        return self.url
+
+    def respond_next(self, count: int, status: int, headers: Optional[dict[str, str]] = None) -> None:
+        """Answer the next ``count`` batches with ``status`` (and headers), then 200 again."""
+        with self._lock:
+            self._scripted.extend([(status, dict(headers or {}))] * count)
+
+    def batches(self) -> list[ReceivedBatch]:
+        """Every batch received so far, refused ones included (see ``status``)."""
+        with self._lock:
+            return list(self._batches)
+
+    def messages(self) -> list[dict[str, Any]]:
+        """Every message of every batch that was answered 2xx, in arrival order."""
+        return [m for b in self.batches() if 200 <= b.status < 300 for m in b.messages]
+
+    def wait_for_messages(self, count: int, timeout: float = 10.0) -> list[dict[str, Any]]:
+        """Wait until at least ``count`` messages were accepted; return all of them."""
+        self._wait(lambda: len(self._accepted_locked()) >= count, timeout)
+        return self.messages()
+
+    def clear(self) -> None:
+        with self._lock:
+            self._batches.clear()
+            self._scripted.clear()
+
+    def _accepted_locked(self) -> list[dict[str, Any]]:
+        return [m for b in self._batches if 200 <= b.status < 300 for m in b.messages]
+
+    def _handle(self, request: Request) -> Response:
+        try:
+            body = json.loads(_body(request))
+        except ValueError:
+            return Response('{"error": "invalid JSON"}', status=400)
+        with self._changed:
+            status, headers = self._scripted.popleft() if self._scripted else (200, {})
+            batch = ReceivedBatch(_basic_auth_user(request), body, status)
+            self._batches.append(batch)
+            self._changed.notify_all()
+        return Response(
+            json.dumps({"success": status < 300}),
+            status=status,
+            headers=headers,
+            content_type="application/json",
+        )
+
+
+class SentryRecorder(_Loopback):
+    """A Sentry envelope endpoint on 127.0.0.1 that records every event it receives."""
+
+    def __init__(self, port: int = 0) -> None:
+        super().__init__(port)
+        self._events: list[dict[str, Any]] = []
+        self.server.expect_request(_ENVELOPE_PATH, method="POST").respond_with_handler(
+            self._handle
+        )
+
+    def dsn(self, project: int = 1, public_key: str = "public") -> str:
+        """A DSN whose events arrive here."""
+        return f"http://{public_key}@{LOOPBACK}:{self.server.port}/{project}"
+
+    def events(self) -> list[dict[str, Any]]:
+        with self._lock:
+            return list(self._events)
+
+    def wait_for_events(self, count: int, timeout: float = 10.0) -> list[dict[str, Any]]:
+        self._wait(lambda: len(self._events) >= count, timeout)
+        return self.events()
+
+    def clear(self) -> None:
+        with self._lock:
+            self._events.clear()
+
+    def _handle(self, request: Request) -> Response:
+        envelope = Envelope.deserialize(_body(request))
+        events = [item.payload.json for item in envelope.items if item.type == "event"]
+        with self._changed:
+            self._events.extend(event for event in events if isinstance(event, dict))
+            self._changed.notify_all()
+        return Response("{}", status=200, content_type="application/json")
+
+
+def _basic_auth_user(request: Request) -> Optional[str]:
+    header = request.headers.get("Authorization", "")
+    if not header.startswith("Basic "):
+        return None
+    try:
+        user, _, _password = base64.b64decode(header[6:]).decode().partition(":")
+    except ValueError:
+        return None
+    return user
