@@ -66,6 +66,15 @@ class ProjectOverride:
     write_key: Optional[WriteKey] = None
     enabled: Optional[bool] = None
 
+    def describe(self) -> dict[str, Any]:
+        """The keys this override sets, write key masked."""
+        described: dict[str, Any] = {}
+        if self.write_key is not None:
+            described["write_key"] = mask(self.write_key)
+        if self.enabled is not None:
+            described["enabled"] = self.enabled
+        return described
+
 
 @dataclass(frozen=True)
 class Options:
@@ -89,15 +98,7 @@ class Options:
             "event_name": self.event_name,
             "max_queue_size": self.max_queue_size,
             "projects": {
-                project: {
-                    key: mask(value) if key == "write_key" else value
-                    for key, value in (
-                        ("write_key", override.write_key),
-                        ("enabled", override.enabled),
-                    )
-                    if value is not None
-                }
-                for project, override in self.projects.items()
+                project: override.describe() for project, override in self.projects.items()
             },
         }
 
@@ -186,8 +187,12 @@ def _projects(value: Any) -> dict[str, ProjectOverride]:
     if isinstance(value, str):
         try:
             value = json.loads(value)
-        except ValueError as exc:
-            raise _error("projects", f"is not valid JSON: {exc.msg} at position {exc.pos}") from None
+        except json.JSONDecodeError as exc:
+            raise _error(
+                "projects", f"is not valid JSON: {exc.msg} at position {exc.pos}"
+            ) from None
+        except RecursionError:
+            raise _error("projects", "is nested too deeply") from None
     if not isinstance(value, Mapping):
         raise _error("projects", "must be a JSON object keyed by Sentry project ID")
     overrides = {}

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import atexit
 import logging
 import os
 import queue
@@ -23,6 +22,18 @@ from .stats import Stats
 SEGMENT_LOGGER = "segment"
 
 
+class _ClientWithoutAtexitJoin(Client):  # type: ignore[misc]
+    """Segment's client, minus the join() its constructor registers with atexit.
+
+    That join stops the consumer before Sentry's atexit flushes us, and waits unbounded on a
+    hung request; unregistering it afterwards races with an exit already under way.
+    Sentry's close() flushes us instead, within shutdown_timeout.
+    """
+
+    def join(self) -> None:
+        return None
+
+
 class Sink:
     """One Segment client; attributes each message's fate to the Stats that sent it."""
 
@@ -32,16 +43,13 @@ class Sink:
         self._owners: dict[str, Stats] = {}
         self._lock = threading.Lock()
         self._failing = False
-        self.client = Client(
+        self.client = _ClientWithoutAtexitJoin(
             write_key=str(write_key),
             host=host,
             max_queue_size=max_queue_size,
             on_error=self._on_error,
             thread=1,
         )
-        # Its atexit join would stop the consumer before Sentry's atexit flushes us, and waits
-        # unbounded on a hung request; Sentry's close() flushes within shutdown_timeout instead.
-        atexit.unregister(self.client.join)
         for consumer in self.client.consumers:
             consumer.request = wrapt.FunctionWrapper(consumer.request, self._count_delivered)
 
@@ -102,7 +110,7 @@ class Sink:
                     self.host,
                     type(error).__name__,
                 )
-        except Exception:  # noqa: S110
+        except Exception:
             pass
 
     def _settle(self, message_ids: list[Any], outcome: str) -> None:

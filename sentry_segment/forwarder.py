@@ -1,4 +1,4 @@
-"""Per-integration state: filters sent events, then off the capturing thread builds, limits, queues."""
+"""Per-integration state: filters sent events; off the capturing thread, builds, limits, queues."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import weakref
 from collections.abc import Mapping
 from typing import Any, Optional
 
-from sentry_sdk.utils import capture_internal_exceptions, logger
+from sentry_sdk.utils import capture_internal_exceptions
 
 from . import delivery, payload
 from .config import Options
@@ -103,7 +103,9 @@ class Forwarder:
             self.stats.add("rate_limited")
             return
         assert destination.write_key is not None
-        sink = delivery.sink_for(destination.write_key, destination.host, self.options.max_queue_size)
+        sink = delivery.sink_for(
+            destination.write_key, destination.host, self.options.max_queue_size
+        )
         self._sinks.add(sink)
         sink.track(track, self.stats)
 

@@ -53,7 +53,9 @@ class SegmentIntegration(Integration):
 
     def __repr__(self) -> str:
         described = self.options.describe()
-        return f"SegmentIntegration(write_key={described['write_key']!r}, host={self.options.host!r})"
+        return (
+            f"SegmentIntegration(write_key={described['write_key']!r}, host={self.options.host!r})"
+        )
 
     def stats(self) -> dict[str, int]:
         """Counters since this integration was created (see the README for each one)."""
@@ -80,7 +82,9 @@ class _SentEvent:
         self.event: Optional[Mapping[str, Any]] = None
 
 
-_sent_event: ContextVar[Optional[_SentEvent]] = ContextVar("sentry_segment_sent_event", default=None)
+_sent_event: ContextVar[Optional[_SentEvent]] = ContextVar(
+    "sentry_segment_sent_event", default=None
+)
 _chain_lock = threading.Lock()
 
 
@@ -88,9 +92,7 @@ def _unchanged(event: Any, _hint: Any) -> Any:
     return event
 
 
-def _record_sent_event(
-    wrapped: Callable[..., Any], _instance: Any, args: Any, kwargs: Any
-) -> Any:
+def _record_sent_event(wrapped: Callable[..., Any], _instance: Any, args: Any, kwargs: Any) -> Any:
     result = wrapped(*args, **kwargs)
     slot = _sent_event.get()
     if slot is not None and isinstance(result, Mapping):
@@ -98,7 +100,7 @@ def _record_sent_event(
     return result
 
 
-class SentEventRecorder(wrapt.FunctionWrapper):  # type: ignore[type-arg,misc]
+class SentEventRecorder(wrapt.FunctionWrapper):  # type: ignore[type-arg]
     """before_send chained around the user's own: it remembers what the user's hook returned."""
 
     def __init__(self, user_before_send: Optional[Callable[..., Any]]) -> None:

@@ -22,4 +22,5 @@ class RateLimit:
             return True
         if not all(self._limiter.test(item, NAMESPACE, organization) for item in self.items):
             return False
-        return all([self._limiter.hit(item, NAMESPACE, organization) for item in self.items])
+        taken = [self._limiter.hit(item, NAMESPACE, organization) for item in self.items]
+        return all(taken)

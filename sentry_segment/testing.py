@@ -98,7 +98,9 @@ class SegmentCollector(_Loopback):
         """What to pass as SegmentIntegration(host=...)."""
         return self.url
 
-    def respond_next(self, count: int, status: int, headers: Optional[dict[str, str]] = None) -> None:
+    def respond_next(
+        self, count: int, status: int, headers: Optional[dict[str, str]] = None
+    ) -> None:
         """Answer the next ``count`` batches with ``status`` (and headers), then 200 again."""
         with self._lock:
             self._scripted.extend([(status, dict(headers or {}))] * count)
@@ -149,9 +151,7 @@ class SentryRecorder(_Loopback):
     def __init__(self, port: int = 0) -> None:
         super().__init__(port)
         self._events: list[dict[str, Any]] = []
-        self.server.expect_request(_ENVELOPE_PATH, method="POST").respond_with_handler(
-            self._handle
-        )
+        self.server.expect_request(_ENVELOPE_PATH, method="POST").respond_with_handler(self._handle)
 
     def dsn(self, project: int = 1, public_key: str = "public") -> str:
         """A DSN whose events arrive here."""

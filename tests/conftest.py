@@ -1,0 +1,113 @@
+"""Real loopback endpoints for Sentry and Segment, and a real sentry_sdk.init per test."""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Iterator
+from typing import Any, Callable, Optional
+
+import pytest
+import sentry_sdk
+
+from sentry_segment import SegmentIntegration
+from sentry_segment.config import ENV
+from sentry_segment.testing import SegmentCollector, SentryRecorder
+
+WRITE_KEY = "wk_TestWriteKey_0123456789abcdef"
+
+
+@pytest.fixture(scope="session")
+def _segment_server() -> Iterator[SegmentCollector]:
+    with SegmentCollector() as collector:
+        yield collector
+
+
+@pytest.fixture(scope="session")
+def _sentry_server() -> Iterator[SentryRecorder]:
+    with SentryRecorder() as recorder:
+        yield recorder
+
+
+@pytest.fixture
+def segment(_segment_server: SegmentCollector) -> Iterator[SegmentCollector]:
+    """The loopback Segment API, empty at the start of each test."""
+    _segment_server.clear()
+    yield _segment_server
+    _segment_server.clear()
+
+
+@pytest.fixture
+def sentry(_sentry_server: SentryRecorder) -> Iterator[SentryRecorder]:
+    """The loopback Sentry endpoint, empty at the start of each test."""
+    _sentry_server.clear()
+    yield _sentry_server
+    _sentry_server.clear()
+
+
+@pytest.fixture(autouse=True)
+def _clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    for variable in ENV.values():
+        monkeypatch.delenv(variable, raising=False)
+
+
+InitSentry = Callable[..., SegmentIntegration]
+
+
+@pytest.fixture
+def init_sentry(segment: SegmentCollector, sentry: SentryRecorder) -> Iterator[InitSentry]:
+    """sentry_sdk.init with a SegmentIntegration aimed at the loopback collector.
+
+    Keyword arguments go to SegmentIntegration when they are its options, else to init.
+    """
+
+    def init(
+        integration: Optional[SegmentIntegration] = None,
+        project: int = 1,
+        **kwargs: Any,
+    ) -> SegmentIntegration:
+        integration_options = {
+            key: kwargs.pop(key)
+            for key in list(kwargs)
+            if key
+            in {
+                "write_key",
+                "host",
+                "region",
+                "rate_limit",
+                "projects",
+                "enabled",
+                "event_name",
+                "max_queue_size",
+            }
+        }
+        integration_options.setdefault("write_key", WRITE_KEY)
+        if "region" not in integration_options:
+            integration_options.setdefault("host", segment.host)
+        if integration is None:
+            integration = SegmentIntegration(**integration_options)
+        kwargs.setdefault("dsn", sentry.dsn(project))
+        sentry_sdk.init(integrations=[integration], **kwargs)
+        return integration
+
+    yield init
+    sentry_sdk.get_client().close(timeout=2)
+    sentry_sdk.get_isolation_scope().clear()
+    sentry_sdk.get_current_scope().clear()
+    sentry_sdk.get_global_scope().clear()
+
+
+def raise_and_capture(
+    error: Optional[BaseException] = None, user: Optional[dict[str, Any]] = None
+) -> Optional[str]:
+    """Raise, catch and capture an exception, with a user on a fresh scope."""
+    with sentry_sdk.new_scope() as scope:
+        if user is not None:
+            scope.set_user(user)
+        try:
+            raise error or ValueError("boom")
+        except BaseException:
+            return sentry_sdk.capture_exception()
+
+
+def basic_auth(write_key: str) -> str:
+    return "Basic " + base64.b64encode(f"{write_key}:".encode()).decode()

@@ -1,0 +1,210 @@
+"""Options from keyword arguments and environment variables, and every configuration error."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from sentry_segment import ConfigurationError, SegmentIntegration
+from sentry_segment.config import EU_HOST, US_HOST, ProjectOverride, mask, resolve
+
+KEY = "wk_ConfigTestKey_9876543210"
+
+
+def test_defaults() -> None:
+    options = resolve(write_key=KEY, environ={})
+    assert options.write_key == KEY
+    assert options.host == US_HOST
+    assert [str(item) for item in options.rate_limits] == ["200 per 1 second"]
+    assert options.projects == {}
+    assert options.enabled is True
+    assert options.event_name == "Error Captured"
+    assert options.max_queue_size == 10_000
+
+
+def test_every_option_comes_from_the_environment() -> None:
+    environ = {
+        "SENTRY_SEGMENT_WRITE_KEY": KEY,
+        "SENTRY_SEGMENT_REGION": "EU",
+        "SENTRY_SEGMENT_RATE_LIMIT": "50/second;1000/hour",
+        "SENTRY_SEGMENT_PROJECTS": json.dumps({"12": {"enabled": False}}),
+        "SENTRY_SEGMENT_ENABLED": "yes",
+        "SENTRY_SEGMENT_EVENT_NAME": "Backend Error",
+        "SENTRY_SEGMENT_MAX_QUEUE_SIZE": "500",
+    }
+    options = resolve(environ=environ)
+    assert options.write_key == KEY
+    assert options.host == EU_HOST
+    assert [str(item) for item in options.rate_limits] == ["50 per 1 second", "1000 per 1 hour"]
+    assert options.projects == {"12": ProjectOverride(enabled=False)}
+    assert options.event_name == "Backend Error"
+    assert options.max_queue_size == 500
+
+
+def test_explicit_arguments_win_over_the_environment() -> None:
+    environ = {
+        "SENTRY_SEGMENT_WRITE_KEY": "wk_fromEnvironment",
+        "SENTRY_SEGMENT_REGION": "eu",
+        "SENTRY_SEGMENT_ENABLED": "false",
+        "SENTRY_SEGMENT_RATE_LIMIT": "1/second",
+    }
+    options = resolve(
+        write_key=KEY, host="http://127.0.0.1:9/", enabled=True, rate_limit="off", environ=environ
+    )
+    assert options.write_key == KEY
+    assert options.host == "http://127.0.0.1:9"
+    assert options.enabled is True
+    assert options.rate_limits == ()
+
+
+def test_the_integration_reads_the_process_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SENTRY_SEGMENT_WRITE_KEY", KEY)
+    monkeypatch.setenv("SENTRY_SEGMENT_HOST", "https://segment.internal.example")
+    integration = SegmentIntegration()
+    assert integration.options.write_key == KEY
+    assert integration.options.host == "https://segment.internal.example"
+
+
+def test_disabled_needs_no_write_key() -> None:
+    assert resolve(environ={"SENTRY_SEGMENT_ENABLED": "0"}).write_key is None
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "environ", "option", "variable"),
+    [
+        ({}, {}, "write_key", "SENTRY_SEGMENT_WRITE_KEY"),
+        ({"write_key": "has spaces in it"}, {}, "write_key", "SENTRY_SEGMENT_WRITE_KEY"),
+        ({"write_key": 123}, {}, "write_key", "SENTRY_SEGMENT_WRITE_KEY"),
+        ({}, {"SENTRY_SEGMENT_PROJECTS": "{not json"}, "projects", "SENTRY_SEGMENT_PROJECTS"),
+        ({}, {"SENTRY_SEGMENT_PROJECTS": "[1, 2]"}, "projects", "SENTRY_SEGMENT_PROJECTS"),
+        ({"projects": {"1": {"writekey": "x"}}}, {}, "projects", "SENTRY_SEGMENT_PROJECTS"),
+        ({"projects": {"1": {"write_key": ""}}}, {}, "projects", "SENTRY_SEGMENT_PROJECTS"),
+        ({"projects": {"1": {"write_key": None}}}, {}, "projects", "SENTRY_SEGMENT_PROJECTS"),
+        ({"projects": {"1": {"enabled": "no"}}}, {}, "projects", "SENTRY_SEGMENT_PROJECTS"),
+        ({"projects": {"web": {"enabled": False}}}, {}, "projects", "SENTRY_SEGMENT_PROJECTS"),
+        ({"projects": {"1": False}}, {}, "projects", "SENTRY_SEGMENT_PROJECTS"),
+        ({"rate_limit": "lots"}, {}, "rate_limit", "SENTRY_SEGMENT_RATE_LIMIT"),
+        (
+            {},
+            {"SENTRY_SEGMENT_RATE_LIMIT": "200/fortnight"},
+            "rate_limit",
+            "SENTRY_SEGMENT_RATE_LIMIT",
+        ),
+        ({"rate_limit": 200}, {}, "rate_limit", "SENTRY_SEGMENT_RATE_LIMIT"),
+        ({"region": "ap"}, {}, "region", "SENTRY_SEGMENT_REGION"),
+        ({}, {"SENTRY_SEGMENT_REGION": "mars"}, "region", "SENTRY_SEGMENT_REGION"),
+        ({"host": "api.segment.io"}, {}, "host", "SENTRY_SEGMENT_HOST"),
+        ({"host": "ftp://api.segment.io"}, {}, "host", "SENTRY_SEGMENT_HOST"),
+        ({"host": "https://api.segment.io/v1"}, {}, "host", "SENTRY_SEGMENT_HOST"),
+        ({"host": "https://x", "region": "eu"}, {}, "region", "SENTRY_SEGMENT_REGION"),
+        (
+            {},
+            {"SENTRY_SEGMENT_HOST": "https://x", "SENTRY_SEGMENT_REGION": "eu"},
+            "host",
+            "SENTRY_SEGMENT_HOST",
+        ),
+        ({}, {"SENTRY_SEGMENT_ENABLED": "maybe"}, "enabled", "SENTRY_SEGMENT_ENABLED"),
+        ({"event_name": "  "}, {}, "event_name", "SENTRY_SEGMENT_EVENT_NAME"),
+        ({"max_queue_size": 0}, {}, "max_queue_size", "SENTRY_SEGMENT_MAX_QUEUE_SIZE"),
+        (
+            {},
+            {"SENTRY_SEGMENT_MAX_QUEUE_SIZE": "ten"},
+            "max_queue_size",
+            "SENTRY_SEGMENT_MAX_QUEUE_SIZE",
+        ),
+    ],
+)
+def test_invalid_configuration_names_the_option_and_its_variable(
+    kwargs: dict[str, Any], environ: dict[str, str], option: str, variable: str
+) -> None:
+    if option != "write_key":
+        kwargs.setdefault("write_key", KEY)
+    with pytest.raises(ConfigurationError) as raised:
+        resolve(environ=environ, **kwargs)
+    message = str(raised.value)
+    assert option in message
+    assert variable in message
+    assert KEY not in message
+
+
+def test_an_enabled_project_without_any_write_key_is_refused() -> None:
+    with pytest.raises(ConfigurationError, match="project 4 is enabled"):
+        resolve(enabled=False, projects={"4": {"enabled": True}}, environ={})
+    only_project = resolve(
+        enabled=False, projects={"4": {"enabled": True, "write_key": KEY}}, environ={}
+    )
+    assert only_project.projects["4"].write_key == KEY
+
+
+def test_errors_from_the_integration_constructor_never_show_the_write_key() -> None:
+    secret = "wk_SuperSecret_0000"
+    with pytest.raises(ConfigurationError) as raised:
+        SegmentIntegration(write_key=secret, projects={"1": {"write_key": secret + " x"}})
+    assert secret not in str(raised.value)
+    assert "SENTRY_SEGMENT_PROJECTS" in str(raised.value)
+
+
+def test_write_keys_are_masked_in_reprs_and_descriptions() -> None:
+    other = "wk_ProjectSecret_1111222233"
+    options = resolve(write_key=KEY, projects={"3": {"write_key": other}}, environ={})
+    for text in (
+        repr(options),
+        str(options),
+        json.dumps(options.describe()),
+        repr(options.projects),
+    ):
+        assert KEY not in text
+        assert other not in text
+    assert options.describe()["write_key"] == mask(KEY) == "****3210"
+    assert options.describe()["projects"] == {"3": {"write_key": "****2233"}}
+    assert mask("short") == "****"
+    assert mask(None) == "<unset>"
+
+
+@given(st.text())
+def test_any_projects_text_is_accepted_or_refused_with_a_configuration_error(text: str) -> None:
+    try:
+        options = resolve(write_key=KEY, projects=text, environ={})
+    except ConfigurationError as error:
+        message = str(error)
+    else:
+        assert all(project.isdigit() for project in options.projects)
+        return
+    assert "SENTRY_SEGMENT_PROJECTS" in message
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(),
+    lambda children: (
+        st.lists(children, max_size=3) | st.dictionaries(st.text(), children, max_size=3)
+    ),
+    max_leaves=10,
+)
+
+
+@given(st.dictionaries(st.text(max_size=5), json_values, max_size=4))
+def test_any_projects_object_is_accepted_or_refused_with_a_configuration_error(
+    projects: dict[str, Any],
+) -> None:
+    try:
+        resolve(write_key=KEY, projects=json.dumps(projects), environ={})
+    except ConfigurationError as error:
+        message = str(error)
+    else:
+        return
+    assert "SENTRY_SEGMENT_PROJECTS" in message
+
+
+@given(st.text())
+def test_any_rate_limit_text_is_accepted_or_refused_with_a_configuration_error(text: str) -> None:
+    try:
+        resolve(write_key=KEY, rate_limit=text, environ={})
+    except ConfigurationError as error:
+        message = str(error)
+    else:
+        return
+    assert "SENTRY_SEGMENT_RATE_LIMIT" in message

@@ -1,0 +1,117 @@
+"""Segment clients per write key and host, and the accounting of what they delivered."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterator
+from datetime import datetime, timezone
+
+import pytest
+import sentry_sdk
+
+from sentry_segment import delivery
+from sentry_segment.payload import Track
+from sentry_segment.stats import Stats
+from sentry_segment.testing import SegmentCollector
+
+from .conftest import WRITE_KEY
+
+
+def track(number: int) -> Track:
+    return Track(
+        user_id=str(number),
+        event="Error Captured",
+        properties={"eventId": f"{number:032x}"},
+        context={"page": {"url": ""}},
+        timestamp=datetime(2026, 1, 1, tzinfo=timezone.utc),
+        message_id=f"{number:032x}",
+    )
+
+
+def test_one_client_per_write_key_and_host(segment: SegmentCollector) -> None:
+    first = delivery.sink_for(WRITE_KEY, segment.host, 100)
+    assert delivery.sink_for(WRITE_KEY, segment.host, 100) is first
+    assert delivery.sink_for("wk_another_key", segment.host, 100) is not first
+    assert delivery.sink_for(WRITE_KEY, segment.host + "/", 100) is not first
+    assert WRITE_KEY not in repr(first)
+
+
+def test_each_message_is_counted_for_the_stats_that_sent_it(segment: SegmentCollector) -> None:
+    sink = delivery.sink_for(WRITE_KEY, segment.host, 100)
+    mine, theirs = Stats(), Stats()
+    for number in range(3):
+        sink.track(track(number), mine)
+    sink.track(track(99), theirs)
+    assert sink.wait_until_sent(time.monotonic() + 5)
+    assert (mine.snapshot()["forwarded"], mine.snapshot()["delivered"]) == (3, 3)
+    assert (theirs.snapshot()["forwarded"], theirs.snapshot()["delivered"]) == (1, 1)
+    assert sorted(m["userId"] for m in segment.messages()) == ["0", "1", "2", "99"]
+
+
+@pytest.fixture
+def sentry_debug() -> Iterator[None]:
+    """sentry-sdk's logger, where the integration reports, is silent unless debug is on."""
+    sentry_sdk.init(debug=True)
+    yield
+    sentry_sdk.get_client().close()
+    sentry_sdk.get_global_scope().set_client(None)
+
+
+@pytest.mark.usefixtures("sentry_debug")
+def test_refused_batches_count_as_failed_and_log_once_per_incident(
+    segment: SegmentCollector, caplog: pytest.LogCaptureFixture
+) -> None:
+    sink = delivery.sink_for(WRITE_KEY, segment.host, 100)
+    stats = Stats()
+    segment.respond_next(3, 400)
+    with caplog.at_level(logging.WARNING, logger="sentry_sdk.errors"):
+        for number in range(3):
+            sink.track(track(number), stats)
+            assert sink.wait_until_sent(time.monotonic() + 5)
+        sink.track(track(3), stats)
+        assert sink.wait_until_sent(time.monotonic() + 5)
+    assert stats.snapshot()["failed"] == 3
+    assert stats.snapshot()["delivered"] == 1
+    ours = [r.getMessage() for r in caplog.records if r.name == "sentry_sdk.errors"]
+    assert len([m for m in ours if "failing" in m]) == 1
+    assert len([m for m in ours if "recovered" in m]) == 1
+
+
+def test_a_full_queue_drops_and_counts_without_a_warning_per_event(
+    segment: SegmentCollector, caplog: pytest.LogCaptureFixture
+) -> None:
+    sink = delivery.sink_for(WRITE_KEY, segment.host + "/full", 2)
+    stats = Stats()
+    with caplog.at_level(logging.WARNING):
+        for number in range(50):
+            sink.track(track(number), stats)
+    counts = stats.snapshot()
+    assert counts["dropped_queue_full"] >= 40
+    assert counts["forwarded"] + counts["dropped_queue_full"] == 50
+    assert not [r for r in caplog.records if "queue is full" in r.getMessage()]
+
+
+def test_segments_debug_logs_never_show_the_write_key(
+    segment: SegmentCollector, caplog: pytest.LogCaptureFixture
+) -> None:
+    sink = delivery.sink_for(WRITE_KEY, segment.host, 100)
+    with caplog.at_level(logging.DEBUG, logger="segment"):
+        sink.track(track(1), Stats())
+        assert sink.wait_until_sent(time.monotonic() + 5)
+    segment_records = [r.getMessage() for r in caplog.records if r.name == "segment"]
+    assert any("making request" in message for message in segment_records)
+    assert not [message for message in segment_records if WRITE_KEY in message]
+    assert WRITE_KEY not in caplog.text
+
+
+def test_drain_returns_false_at_the_deadline() -> None:
+    import queue
+
+    work: queue.Queue[int] = queue.Queue()
+    work.put(1)
+    started = time.monotonic()
+    assert not delivery.drain(work, started + 0.05)
+    work.get()
+    work.task_done()
+    assert delivery.drain(work, time.monotonic())

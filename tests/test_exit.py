@@ -1,0 +1,111 @@
+"""What happens when the application exits: delivery of what is queued, and a bounded wait."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from sentry_segment.testing import SegmentCollector, SentryRecorder
+
+from .conftest import WRITE_KEY
+
+SCRIPT = textwrap.dedent(
+    """
+    import os, sentry_sdk
+    from sentry_segment import SegmentIntegration
+
+    sentry_sdk.init(
+        dsn=os.environ["TEST_DSN"],
+        shutdown_timeout=float(os.environ["TEST_SHUTDOWN_TIMEOUT"]),
+        integrations=[SegmentIntegration()],
+    )
+    for number in range(int(os.environ["TEST_ERRORS"])):
+        with sentry_sdk.new_scope() as scope:
+            scope.set_user({"id": number})
+            try:
+                raise ValueError(number)
+            except ValueError:
+                sentry_sdk.capture_exception()
+    """
+)
+
+
+def run_script(host: str, dsn: str, errors: int, shutdown_timeout: float) -> float:
+    environ = {
+        **os.environ,
+        "SENTRY_SEGMENT_WRITE_KEY": WRITE_KEY,
+        "SENTRY_SEGMENT_HOST": host,
+        "SENTRY_SEGMENT_RATE_LIMIT": "off",
+        "TEST_DSN": dsn,
+        "TEST_ERRORS": str(errors),
+        "TEST_SHUTDOWN_TIMEOUT": str(shutdown_timeout),
+    }
+    started = time.monotonic()
+    subprocess.run([sys.executable, "-c", SCRIPT], env=environ, check=True, timeout=60)
+    return time.monotonic() - started
+
+
+def test_a_normal_exit_delivers_every_forwarded_event(
+    segment: SegmentCollector, sentry: SentryRecorder
+) -> None:
+    run_script(segment.host, sentry.dsn(), errors=250, shutdown_timeout=10)
+    messages = segment.messages()
+    assert len(messages) == 250
+    assert {m["userId"] for m in messages} == {str(n) for n in range(250)}
+    assert len({m["messageId"] for m in messages}) == 250
+    assert {b.write_key for b in segment.batches()} == {WRITE_KEY}
+
+
+@pytest.fixture
+def silent_host() -> Iterator[str]:
+    """A TCP server on loopback that accepts connections and never answers."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(64)
+    accepted: list[socket.socket] = []
+    stopping = threading.Event()
+
+    def accept() -> None:
+        listener.settimeout(0.1)
+        while not stopping.is_set():
+            try:
+                accepted.append(listener.accept()[0])
+            except OSError:
+                continue
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{listener.getsockname()[1]}"
+    stopping.set()
+    thread.join(timeout=5)
+    for connection in accepted:
+        connection.close()
+    listener.close()
+
+
+def baseline_exit_seconds(dsn: str) -> float:
+    """How long the same script takes with forwarding disabled, imports included."""
+    environ = {**os.environ, "SENTRY_SEGMENT_ENABLED": "false", "TEST_DSN": dsn}
+    environ.update(TEST_ERRORS="5", TEST_SHUTDOWN_TIMEOUT="2")
+    started = time.monotonic()
+    subprocess.run([sys.executable, "-c", SCRIPT], env=environ, check=True, timeout=60)
+    return time.monotonic() - started
+
+
+def test_a_segment_host_that_never_answers_delays_exit_by_at_most_shutdown_timeout(
+    silent_host: str, sentry: SentryRecorder
+) -> None:
+    # Segment's client would wait its 15 s request timeout (then retry) without the bound.
+    baseline = baseline_exit_seconds(sentry.dsn())
+    sentry.clear()
+    elapsed = run_script(silent_host, sentry.dsn(), errors=5, shutdown_timeout=2)
+    assert elapsed - baseline < 2 + 1.5
+    assert len(sentry.wait_for_events(5)) == 5

@@ -1,0 +1,245 @@
+"""The pure mapping from a Sentry event to a Segment track call."""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+from datetime import datetime, timezone
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from sentry_segment.payload import (
+    MAX_MESSAGE_BYTES,
+    Track,
+    build_track,
+    is_error,
+    user_id,
+)
+
+EVENT: dict[str, Any] = {
+    "event_id": "002c8bbde8324dae9f12a0b96f5b1e51",
+    "timestamp": "2017-05-20T15:29:06.120278Z",
+    "level": "error",
+    "environment": "production",
+    "release": "a2def1",
+    "transaction": "/api/0/users/{user}/",
+    "user": {"id": 1, "ip_address": "192.0.2.10", "email": "u@example.com"},
+    "request": {
+        "url": "https://sentry.io/api/0/users/{user}/",
+        "method": "GET",
+        "query_string": "",
+        "headers": {
+            "User-Agent": "Mozilla/5.0 (X11; Linux x86_64; rv:54.0) Gecko/20100101 Firefox/54.0",
+            "Referer": "https://sentry.io/",
+        },
+    },
+    "exception": {"values": [{"type": "ValueError", "value": "bad"}, {"type": "TypeError"}]},
+}
+
+
+def test_the_seed_documents_example() -> None:
+    track = build_track(EVENT, "Error Captured")
+    user_agent = "Mozilla/5.0 (X11; Linux x86_64; rv:54.0) Gecko/20100101 Firefox/54.0"
+    assert track == Track(
+        user_id="1",
+        event="Error Captured",
+        properties={
+            "environment": "production",
+            "eventId": "002c8bbde8324dae9f12a0b96f5b1e51",
+            "exceptionType": "ValueError",
+            "release": "a2def1",
+            "transaction": "/api/0/users/{user}/",
+            "level": "error",
+            "userAgent": user_agent,
+            "page": {
+                "url": "https://sentry.io/api/0/users/{user}/",
+                "method": "GET",
+                "search": "",
+                "referer": "https://sentry.io/",
+            },
+        },
+        context={
+            "userAgent": user_agent,
+            "page": {
+                "url": "https://sentry.io/api/0/users/{user}/",
+                "path": "/api/0/users/{user}/",
+                "search": "",
+                "referrer": "https://sentry.io/",
+            },
+            "ip": "192.0.2.10",
+        },
+        timestamp=datetime(2017, 5, 20, 15, 29, 6, 120278, tzinfo=timezone.utc),
+        message_id="002c8bbde8324dae9f12a0b96f5b1e51",
+    )
+
+
+def test_every_property_is_present_when_the_event_is_bare() -> None:
+    track = build_track({"user": {"id": 5}, "exception": {"values": [{}]}}, "E")
+    assert track.properties == {
+        "environment": "",
+        "eventId": "",
+        "exceptionType": "",
+        "release": "",
+        "transaction": "",
+        "level": "",
+        "userAgent": "",
+        "page": {"url": "", "method": "", "search": "", "referer": ""},
+    }
+    assert "ip" not in track.context
+    assert track.timestamp.tzinfo is not None
+
+
+def test_search_gets_a_leading_question_mark_and_headers_match_any_case() -> None:
+    event = {
+        **EVENT,
+        "request": {
+            "url": "https://x.example/a/b",
+            "query_string": "q=1&r=2",
+            "headers": [["user-agent", "curl/8"], ["REFERER", "https://r.example/"]],
+        },
+    }
+    track = build_track(event, "E")
+    assert track.properties["page"]["search"] == "?q=1&r=2"
+    assert track.context["page"] == {
+        "url": "https://x.example/a/b",
+        "path": "/a/b",
+        "search": "?q=1&r=2",
+        "referrer": "https://r.example/",
+    }
+    assert track.properties["userAgent"] == track.context["userAgent"] == "curl/8"
+
+
+def test_user_ids() -> None:
+    assert user_id({"user": {"id": 0}}) == "0"
+    assert user_id({"user": {"id": "u"}}) == "u"
+    assert user_id({"user": {"id": ""}}) is None
+    assert user_id({"user": {"id": None}}) is None
+    assert user_id({"user": {"email": "a@example.com"}}) is None
+    assert user_id({"user": "42"}) is None
+    assert user_id({"user": {"id": {"nested": 1}}}) is None
+    assert user_id({"user": {"id": "x" * 10_000}}) == "x" * 256
+
+
+def test_what_counts_as_an_error() -> None:
+    assert is_error(EVENT)
+    assert not is_error({"message": "hi"})
+    assert not is_error({"exception": {"values": []}})
+    assert not is_error({"exception": [{"type": "ValueError"}]})
+    assert not is_error({"exception": {"values": "ValueError"}})
+
+
+def test_timestamps_of_every_shape_become_aware_utc() -> None:
+    def stamp(value: Any) -> datetime:
+        return build_track({**EVENT, "timestamp": value}, "E").timestamp
+
+    expected = datetime(2017, 5, 20, 15, 29, 6, tzinfo=timezone.utc)
+    assert stamp("2017-05-20T15:29:06Z") == expected
+    assert stamp("2017-05-20T17:29:06+02:00") == expected
+    assert stamp("2017-05-20T15:29:06") == expected
+    assert stamp(expected.timestamp()) == expected
+    assert stamp(datetime(2017, 5, 20, 15, 29, 6)) == expected
+    before = datetime.now(timezone.utc)
+    assert stamp("yesterday") >= before
+    assert stamp(float("nan")) >= before
+    assert stamp(1e20) >= before
+
+
+def test_huge_fields_are_truncated_to_fit_segments_limit() -> None:
+    huge = "\u2603" * 100_000
+    event = copy.deepcopy(EVENT)
+    event["release"] = event["environment"] = event["transaction"] = huge
+    event["request"]["url"] = "https://x.example/" + huge
+    event["request"]["headers"]["User-Agent"] = huge
+    track = build_track(event, "E")
+    encoded = json.dumps(track.as_message())
+    assert len(encoded) < MAX_MESSAGE_BYTES - 1024
+    assert track.properties["release"].startswith("\u2603")
+
+
+def test_lone_surrogates_are_replaced() -> None:
+    track = build_track({**EVENT, "release": "ok\ud800end"}, "E")
+    assert track.properties["release"] == "ok?end"
+    track.properties["release"].encode("utf-8")
+
+
+def test_building_never_changes_the_event() -> None:
+    event = copy.deepcopy(EVENT)
+    build_track(event, "E")
+    assert event == EVENT
+
+
+scalars = (
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats()
+    | st.text()
+    | st.binary(max_size=20)
+    | st.sampled_from(["\ud800", "x" * 40_000, "\u2603" * 20_000])
+)
+values = st.recursive(
+    scalars,
+    lambda children: (
+        st.lists(children, max_size=4)
+        | st.dictionaries(st.text(max_size=8) | st.integers(), children, max_size=4)
+    ),
+    max_leaves=25,
+)
+keys = st.sampled_from(
+    [
+        "event_id",
+        "timestamp",
+        "level",
+        "environment",
+        "release",
+        "transaction",
+        "user",
+        "request",
+        "exception",
+        "type",
+    ]
+)
+events = st.dictionaries(keys, values, max_size=10) | st.fixed_dictionaries(
+    {
+        "user": st.fixed_dictionaries({"id": values, "ip_address": values}),
+        "exception": st.fixed_dictionaries(
+            {"values": st.lists(st.dictionaries(st.just("type"), values), max_size=3) | values}
+        ),
+        "request": st.fixed_dictionaries(
+            {"url": values, "query_string": values, "method": values, "headers": values}
+        ),
+        "timestamp": values,
+        "event_id": values,
+    }
+)
+
+
+@pytest.mark.filterwarnings("ignore:Generating overly large repr")
+@settings(max_examples=300, deadline=None)
+@given(events, st.text(min_size=1, max_size=200))
+def test_any_event_gives_valid_json_under_32kb_and_stays_unchanged(
+    event: dict[str, Any], event_name: str
+) -> None:
+    original = copy.deepcopy(event)
+    is_error(event)
+    user_id(event)
+    track = build_track(event, event_name)
+    encoded = json.dumps(track.as_message(), allow_nan=False)
+    assert len(encoded.encode()) < MAX_MESSAGE_BYTES - 1024
+    encoded.encode("utf-8")
+    assert _same(event, original)
+
+
+def _same(left: Any, right: Any) -> bool:
+    """Equality that treats NaN as equal to itself, for comparing deep copies."""
+    if isinstance(left, float) and isinstance(right, float) and math.isnan(left):
+        return math.isnan(right)
+    if isinstance(left, dict) and isinstance(right, dict):
+        return left.keys() == right.keys() and all(_same(left[k], right[k]) for k in left)
+    if isinstance(left, list) and isinstance(right, list):
+        return len(left) == len(right) and all(map(_same, left, right))
+    return bool(left == right)
