@@ -1,4 +1,4 @@
-"""The main job end to end on loopback: a web app's errors reach Sentry and, as track calls, Segment.
+"""The main job on loopback: a web app's errors reach Sentry and, as track calls, Segment.
 
 Run with ``make demo`` or ``python -m sentry_segment.demo``; needs the ``testing`` extra.
 """
@@ -41,7 +41,7 @@ def shop(environ: dict[str, Any], start_response: StartResponse) -> Iterable[byt
 class _QuietHandler(WSGIRequestHandler):
     """No access log and no traceback on stderr: the demo prints what Sentry got instead."""
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+    def log_message(self, format: str, *args: Any) -> None:
         return None
 
     def get_stderr(self) -> TextIO:
@@ -55,9 +55,9 @@ def _serve(app: Callable[..., Iterable[bytes]]) -> WSGIServer:
 
 
 def _get(url: str, headers: dict[str, str]) -> int:
-    request = urllib.request.Request(url, headers=headers)  # noqa: S310
+    request = urllib.request.Request(url, headers=headers)
     try:
-        with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310
+        with urllib.request.urlopen(request, timeout=10) as response:
             return int(response.status)
     except urllib.error.HTTPError as error:
         return int(error.code)
