@@ -4,6 +4,8 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-dev
 
+SOURCES := $(wildcard $(SOURCES))
+
 .PHONY: demo test lint format fuzz bench clean
 
 $(STAMP): pyproject.toml
@@ -19,13 +21,13 @@ test: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: $(STAMP)
-	$(BIN)/ruff check sentry_segment tests examples benchmarks
-	$(BIN)/ruff format --check sentry_segment tests examples benchmarks
+	$(BIN)/ruff check $(SOURCES)
+	$(BIN)/ruff format --check $(SOURCES)
 	$(BIN)/mypy
 
 format: $(STAMP)
-	$(BIN)/ruff format sentry_segment tests examples benchmarks
-	$(BIN)/ruff check --fix sentry_segment tests examples benchmarks
+	$(BIN)/ruff format $(SOURCES)
+	$(BIN)/ruff check --fix $(SOURCES)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis
