@@ -18,6 +18,8 @@ REGION_HOSTS = {"us": US_HOST, "eu": EU_HOST}
 DEFAULT_RATE_LIMIT = "200/second"
 DEFAULT_EVENT_NAME = "Error Captured"
 DEFAULT_MAX_QUEUE_SIZE = 10_000
+DEFAULT_TIMEOUT = 10.0
+DEFAULT_MAX_RETRIES = 10
 
 ENV = {
     "write_key": "SENTRY_SEGMENT_WRITE_KEY",
@@ -28,6 +30,8 @@ ENV = {
     "enabled": "SENTRY_SEGMENT_ENABLED",
     "event_name": "SENTRY_SEGMENT_EVENT_NAME",
     "max_queue_size": "SENTRY_SEGMENT_MAX_QUEUE_SIZE",
+    "timeout": "SENTRY_SEGMENT_TIMEOUT",
+    "max_retries": "SENTRY_SEGMENT_MAX_RETRIES",
 }
 
 # Sentry's forwarder accepts the same alphabet for organization write keys.
@@ -87,6 +91,8 @@ class Options:
     enabled: bool = True
     event_name: str = DEFAULT_EVENT_NAME
     max_queue_size: int = DEFAULT_MAX_QUEUE_SIZE
+    timeout: float = DEFAULT_TIMEOUT
+    max_retries: int = DEFAULT_MAX_RETRIES
 
     def describe(self) -> dict[str, Any]:
         """The configuration as plain data, write keys masked."""
@@ -97,6 +103,8 @@ class Options:
             "enabled": self.enabled,
             "event_name": self.event_name,
             "max_queue_size": self.max_queue_size,
+            "timeout": self.timeout,
+            "max_retries": self.max_retries,
             "projects": {
                 project: override.describe() for project, override in self.projects.items()
             },
@@ -173,14 +181,24 @@ def _rate_limits(value: Any) -> tuple[RateLimitItem, ...]:
         ) from None
 
 
-def _max_queue_size(value: Any) -> int:
+def _integer(option: str, value: Any, minimum: int) -> int:
     try:
-        size = int(value)
+        number = int(value)
     except (TypeError, ValueError):
-        raise _error("max_queue_size", f"must be a positive integer, got {value!r}") from None
-    if isinstance(value, bool) or size < 1:
-        raise _error("max_queue_size", f"must be a positive integer, got {value!r}")
-    return size
+        number = minimum - 1
+    if isinstance(value, (bool, float)) or number < minimum:
+        raise _error(option, f"must be an integer of at least {minimum}, got {value!r}")
+    return number
+
+
+def _seconds(option: str, value: Any) -> float:
+    try:
+        seconds = float(value)
+    except (TypeError, ValueError):
+        seconds = 0.0
+    if isinstance(value, bool) or not 0 < seconds < float("inf"):
+        raise _error(option, f"must be a positive number of seconds, got {value!r}")
+    return seconds
 
 
 def _projects(value: Any) -> dict[str, ProjectOverride]:
@@ -238,6 +256,8 @@ def resolve(
     enabled: Any = _UNSET,
     event_name: Any = _UNSET,
     max_queue_size: Any = _UNSET,
+    timeout: Any = _UNSET,
+    max_retries: Any = _UNSET,
     environ: Optional[Mapping[str, str]] = None,
 ) -> Options:
     """Validate explicit options, falling back to the environment for those not given."""
@@ -265,7 +285,11 @@ def resolve(
     name = name_value if name_set else DEFAULT_EVENT_NAME
 
     size_value, size_set = _pick("max_queue_size", max_queue_size, env)
-    size = _max_queue_size(size_value) if size_set else DEFAULT_MAX_QUEUE_SIZE
+    size = _integer("max_queue_size", size_value, 1) if size_set else DEFAULT_MAX_QUEUE_SIZE
+    timeout_value, timeout_set = _pick("timeout", timeout, env)
+    seconds = _seconds("timeout", timeout_value) if timeout_set else DEFAULT_TIMEOUT
+    retries_value, retries_set = _pick("max_retries", max_retries, env)
+    retries = _integer("max_retries", retries_value, 0) if retries_set else DEFAULT_MAX_RETRIES
 
     key_value, key_set = _pick("write_key", write_key, env)
     key = _write_key("write_key", key_value) if key_set else None
@@ -286,4 +310,6 @@ def resolve(
         enabled=is_enabled,
         event_name=name,
         max_queue_size=size,
+        timeout=seconds,
+        max_retries=retries,
     )

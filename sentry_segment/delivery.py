@@ -15,7 +15,7 @@ from segment.analytics import Client
 from segment.analytics import request as segment_request
 from sentry_sdk.utils import capture_internal_exceptions, logger
 
-from .config import mask
+from .config import Options, mask
 from .payload import Track
 from .stats import Stats
 
@@ -37,7 +37,7 @@ class _ClientWithoutAtexitJoin(Client):  # type: ignore[misc]
 class Sink:
     """One Segment client; attributes each message's fate to the Stats that sent it."""
 
-    def __init__(self, write_key: str, host: str, max_queue_size: int) -> None:
+    def __init__(self, write_key: str, host: str, options: Options) -> None:
         self.host = host
         self._write_key = write_key
         self._owners: dict[str, Stats] = {}
@@ -46,7 +46,9 @@ class Sink:
         self.client = _ClientWithoutAtexitJoin(
             write_key=str(write_key),
             host=host,
-            max_queue_size=max_queue_size,
+            max_queue_size=options.max_queue_size,
+            timeout=options.timeout,
+            max_retries=options.max_retries,
             on_error=self._on_error,
             thread=1,
         )
@@ -158,8 +160,11 @@ _redact = _RedactWriteKeys()
 logging.getLogger(SEGMENT_LOGGER).addFilter(_redact)
 
 
-def sink_for(write_key: str, host: str, max_queue_size: int) -> Sink:
-    """The process's Segment client for this write key and host, created on first use."""
+def sink_for(write_key: str, host: str, options: Options) -> Sink:
+    """The process's Segment client for this write key and host, created on first use.
+
+    Its queue size, timeout and retries are those of the options that created it.
+    """
     key = (str(write_key), host)
     found: Optional[Sink] = _sinks.get(key)
     if found is not None:
@@ -168,7 +173,7 @@ def sink_for(write_key: str, host: str, max_queue_size: int) -> Sink:
         found = _sinks.get(key)
         if found is None:
             _redact.write_keys.add(str(write_key))
-            found = _sinks[key] = Sink(write_key, host, max_queue_size)
+            found = _sinks[key] = Sink(write_key, host, options)
     return found
 
 

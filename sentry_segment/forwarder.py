@@ -103,9 +103,7 @@ class Forwarder:
             self.stats.add("rate_limited")
             return
         assert destination.write_key is not None
-        sink = delivery.sink_for(
-            destination.write_key, destination.host, self.options.max_queue_size
-        )
+        sink = delivery.sink_for(destination.write_key, destination.host, self.options)
         self._sinks.add(sink)
         sink.track(track, self.stats)
 

@@ -38,6 +38,8 @@ class SegmentIntegration(Integration):
         enabled: Optional[bool] = None,
         event_name: Optional[str] = None,
         max_queue_size: Optional[int] = None,
+        timeout: Optional[float] = None,
+        max_retries: Optional[int] = None,
     ) -> None:
         self.options = config.resolve(
             write_key=write_key,
@@ -48,6 +50,8 @@ class SegmentIntegration(Integration):
             enabled=enabled,
             event_name=event_name,
             max_queue_size=max_queue_size,
+            timeout=timeout,
+            max_retries=max_retries,
         )
         self._forwarder = Forwarder(self.options)
 

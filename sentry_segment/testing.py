@@ -31,6 +31,7 @@ class ReceivedBatch:
     write_key: Optional[str]
     body: dict[str, Any]
     status: int
+    raw: bytes
 
     @property
     def messages(self) -> list[dict[str, Any]]:
@@ -90,7 +91,7 @@ class SegmentCollector(_Loopback):
     def __init__(self, port: int = 0) -> None:
         super().__init__(port)
         self._batches: list[ReceivedBatch] = []
-        self._scripted: deque[tuple[int, dict[str, str]]] = deque()
+        self._scripted: deque[tuple[int, dict[str, str], float]] = deque()
         self.server.expect_request("/v1/batch", method="POST").respond_with_handler(self._handle)
 
     @property
@@ -99,11 +100,16 @@ class SegmentCollector(_Loopback):
         return self.url
 
     def respond_next(
-        self, count: int, status: int, headers: Optional[dict[str, str]] = None
+        self,
+        count: int,
+        status: int,
+        headers: Optional[dict[str, str]] = None,
+        delay: float = 0.0,
     ) -> None:
-        """Answer the next ``count`` batches with ``status`` (and headers), then 200 again."""
+        """Answer the next ``count`` batches with ``status`` (and headers) after ``delay``
+        seconds, then 200 again. A refused batch is recorded but not in :meth:`messages`."""
         with self._lock:
-            self._scripted.extend([(status, dict(headers or {}))] * count)
+            self._scripted.extend([(status, dict(headers or {}), delay)] * count)
 
     def batches(self) -> list[ReceivedBatch]:
         """Every batch received so far, refused ones included (see ``status``)."""
@@ -128,14 +134,17 @@ class SegmentCollector(_Loopback):
         return [m for b in self._batches if 200 <= b.status < 300 for m in b.messages]
 
     def _handle(self, request: Request) -> Response:
+        raw = _body(request)
         try:
-            body = json.loads(_body(request))
+            body = json.loads(raw, parse_constant=_refuse_constant)
         except ValueError:
             return Response('{"error": "invalid JSON"}', status=400)
+        with self._lock:
+            status, headers, delay = self._scripted.popleft() if self._scripted else (200, {}, 0.0)
+        if delay:
+            time.sleep(delay)
         with self._changed:
-            status, headers = self._scripted.popleft() if self._scripted else (200, {})
-            batch = ReceivedBatch(_basic_auth_user(request), body, status)
-            self._batches.append(batch)
+            self._batches.append(ReceivedBatch(_basic_auth_user(request), body, status, raw))
             self._changed.notify_all()
         return Response(
             json.dumps({"success": status < 300}),
@@ -176,6 +185,11 @@ class SentryRecorder(_Loopback):
             self._events.extend(event for event in events if isinstance(event, dict))
             self._changed.notify_all()
         return Response("{}", status=200, content_type="application/json")
+
+
+def _refuse_constant(name: str) -> Any:
+    """Segment's API refuses NaN and Infinity, which Python's json would accept."""
+    raise ValueError(f"{name} is not JSON")
 
 
 def _basic_auth_user(request: Request) -> Optional[str]:

@@ -78,6 +78,8 @@ def init_sentry(segment: SegmentCollector, sentry: SentryRecorder) -> Iterator[I
                 "enabled",
                 "event_name",
                 "max_queue_size",
+                "timeout",
+                "max_retries",
             }
         }
         integration_options.setdefault("write_key", WRITE_KEY)

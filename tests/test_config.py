@@ -35,6 +35,8 @@ def test_every_option_comes_from_the_environment() -> None:
         "SENTRY_SEGMENT_ENABLED": "yes",
         "SENTRY_SEGMENT_EVENT_NAME": "Backend Error",
         "SENTRY_SEGMENT_MAX_QUEUE_SIZE": "500",
+        "SENTRY_SEGMENT_TIMEOUT": "2.5",
+        "SENTRY_SEGMENT_MAX_RETRIES": "0",
     }
     options = resolve(environ=environ)
     assert options.write_key == KEY
@@ -43,6 +45,8 @@ def test_every_option_comes_from_the_environment() -> None:
     assert options.projects == {"12": ProjectOverride(enabled=False)}
     assert options.event_name == "Backend Error"
     assert options.max_queue_size == 500
+    assert options.timeout == 2.5
+    assert options.max_retries == 0
 
 
 def test_explicit_arguments_win_over_the_environment() -> None:
@@ -116,6 +120,12 @@ def test_disabled_needs_no_write_key() -> None:
             "max_queue_size",
             "SENTRY_SEGMENT_MAX_QUEUE_SIZE",
         ),
+        ({"max_queue_size": 2.5}, {}, "max_queue_size", "SENTRY_SEGMENT_MAX_QUEUE_SIZE"),
+        ({"timeout": 0}, {}, "timeout", "SENTRY_SEGMENT_TIMEOUT"),
+        ({}, {"SENTRY_SEGMENT_TIMEOUT": "soon"}, "timeout", "SENTRY_SEGMENT_TIMEOUT"),
+        ({"timeout": float("nan")}, {}, "timeout", "SENTRY_SEGMENT_TIMEOUT"),
+        ({"max_retries": -1}, {}, "max_retries", "SENTRY_SEGMENT_MAX_RETRIES"),
+        ({}, {"SENTRY_SEGMENT_MAX_RETRIES": "many"}, "max_retries", "SENTRY_SEGMENT_MAX_RETRIES"),
     ],
 )
 def test_invalid_configuration_names_the_option_and_its_variable(

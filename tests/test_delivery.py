@@ -11,11 +11,15 @@ import pytest
 import sentry_sdk
 
 from sentry_segment import delivery
+from sentry_segment.config import resolve
 from sentry_segment.payload import Track
 from sentry_segment.stats import Stats
 from sentry_segment.testing import SegmentCollector
 
 from .conftest import WRITE_KEY
+
+
+OPTIONS = resolve(write_key=WRITE_KEY, environ={})
 
 
 def track(number: int) -> Track:
@@ -30,15 +34,15 @@ def track(number: int) -> Track:
 
 
 def test_one_client_per_write_key_and_host(segment: SegmentCollector) -> None:
-    first = delivery.sink_for(WRITE_KEY, segment.host, 100)
-    assert delivery.sink_for(WRITE_KEY, segment.host, 100) is first
-    assert delivery.sink_for("wk_another_key", segment.host, 100) is not first
-    assert delivery.sink_for(WRITE_KEY, segment.host + "/", 100) is not first
+    first = delivery.sink_for(WRITE_KEY, segment.host, OPTIONS)
+    assert delivery.sink_for(WRITE_KEY, segment.host, OPTIONS) is first
+    assert delivery.sink_for("wk_another_key", segment.host, OPTIONS) is not first
+    assert delivery.sink_for(WRITE_KEY, segment.host + "/", OPTIONS) is not first
     assert WRITE_KEY not in repr(first)
 
 
 def test_each_message_is_counted_for_the_stats_that_sent_it(segment: SegmentCollector) -> None:
-    sink = delivery.sink_for(WRITE_KEY, segment.host, 100)
+    sink = delivery.sink_for(WRITE_KEY, segment.host, OPTIONS)
     mine, theirs = Stats(), Stats()
     for number in range(3):
         sink.track(track(number), mine)
@@ -62,7 +66,7 @@ def sentry_debug() -> Iterator[None]:
 def test_refused_batches_count_as_failed_and_log_once_per_incident(
     segment: SegmentCollector, caplog: pytest.LogCaptureFixture
 ) -> None:
-    sink = delivery.sink_for(WRITE_KEY, segment.host, 100)
+    sink = delivery.sink_for(WRITE_KEY, segment.host, OPTIONS)
     stats = Stats()
     segment.respond_next(3, 400)
     with caplog.at_level(logging.WARNING, logger="sentry_sdk.errors"):
@@ -81,7 +85,8 @@ def test_refused_batches_count_as_failed_and_log_once_per_incident(
 def test_a_full_queue_drops_and_counts_without_a_warning_per_event(
     segment: SegmentCollector, caplog: pytest.LogCaptureFixture
 ) -> None:
-    sink = delivery.sink_for(WRITE_KEY, segment.host + "/full", 2)
+    tiny_queue = resolve(write_key=WRITE_KEY, max_queue_size=2, environ={})
+    sink = delivery.sink_for(WRITE_KEY, segment.host + "/full", tiny_queue)
     stats = Stats()
     with caplog.at_level(logging.WARNING):
         for number in range(50):
@@ -95,7 +100,7 @@ def test_a_full_queue_drops_and_counts_without_a_warning_per_event(
 def test_segments_debug_logs_never_show_the_write_key(
     segment: SegmentCollector, caplog: pytest.LogCaptureFixture
 ) -> None:
-    sink = delivery.sink_for(WRITE_KEY, segment.host, 100)
+    sink = delivery.sink_for(WRITE_KEY, segment.host, OPTIONS)
     with caplog.at_level(logging.DEBUG, logger="segment"):
         sink.track(track(1), Stats())
         assert sink.wait_until_sent(time.monotonic() + 5)
