@@ -262,6 +262,44 @@ def resolve(
 ) -> Options:
     """Validate explicit options, falling back to the environment for those not given."""
     env = os.environ if environ is None else environ
+    try:
+        return _resolve(
+            write_key=write_key,
+            host=host,
+            region=region,
+            rate_limit=rate_limit,
+            projects=projects,
+            enabled=enabled,
+            event_name=event_name,
+            max_queue_size=max_queue_size,
+            timeout=timeout,
+            max_retries=max_retries,
+            environ=env,
+        )
+    except ConfigurationError as error:
+        # A value echoed by the message may be a write key given to the wrong option.
+        message = str(error)
+        for secret in (write_key, env.get(ENV["write_key"])):
+            if isinstance(secret, str) and len(secret) >= 4:
+                message = message.replace(secret.strip(), mask(secret.strip()))
+        raise ConfigurationError(message) from None
+
+
+def _resolve(
+    *,
+    write_key: Any,
+    host: Any,
+    region: Any,
+    rate_limit: Any,
+    projects: Any,
+    enabled: Any,
+    event_name: Any,
+    max_queue_size: Any,
+    timeout: Any,
+    max_retries: Any,
+    environ: Mapping[str, str],
+) -> Options:
+    env = environ
 
     enabled_value, _ = _pick("enabled", enabled, env)
     is_enabled = True if enabled_value is None else _bool("enabled", enabled_value)

@@ -40,7 +40,7 @@ class Sink:
     def __init__(self, write_key: str, host: str, options: Options) -> None:
         self.host = host
         self._write_key = write_key
-        self._owners: dict[str, Stats] = {}
+        self._owners: dict[str, list[Stats]] = {}
         self._lock = threading.Lock()
         self._failing = False
         self.client = _ClientWithoutAtexitJoin(
@@ -67,7 +67,7 @@ class Sink:
             owner.add("dropped_queue_full")
             return
         with self._lock:
-            self._owners[track.message_id] = owner
+            self._owners.setdefault(track.message_id, []).append(owner)
         owner.add("forwarded")
         try:
             queued, _ = self.client.track(
@@ -117,10 +117,19 @@ class Sink:
 
     def _settle(self, message_ids: list[Any], outcome: str) -> None:
         with self._lock:
-            owners = [self._owners.pop(message_id, None) for message_id in message_ids]
+            owners = [self._take_owner(message_id) for message_id in message_ids]
         for owner in owners:
             if owner is not None:
                 owner.add(outcome)
+
+    def _take_owner(self, message_id: Any) -> Optional[Stats]:
+        waiting = self._owners.get(message_id)
+        if not waiting:
+            return None
+        owner = waiting.pop(0)
+        if not waiting:
+            del self._owners[message_id]
+        return owner
 
 
 def drain(work: queue.Queue[Any], deadline: float) -> bool:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import queue
 import threading
+import uuid
 import weakref
 from collections.abc import Mapping
 from typing import Any, Optional
@@ -59,7 +61,7 @@ class Forwarder:
             self.stats.add("skipped_no_user")
             return
         try:
-            self._queue.put_nowait((event, destination))
+            self._queue.put_nowait((payload.relevant_parts(event), destination))
         except queue.Full:
             self.stats.add("dropped_queue_full")
             return
@@ -99,6 +101,9 @@ class Forwarder:
 
     def _forward(self, event: Mapping[str, Any], destination: Route) -> None:
         track = payload.build_track(event, self.options.event_name)
+        if not track.message_id:
+            # Sentry always sets event_id; without one Segment could not de-duplicate retries.
+            track = dataclasses.replace(track, message_id=uuid.uuid4().hex)
         if not self._rate_limit.allow(destination.organization):
             self.stats.add("rate_limited")
             return

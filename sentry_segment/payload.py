@@ -64,6 +64,20 @@ def user_id(event: Mapping[str, Any]) -> Optional[str]:
     return text[:MAX_USER_ID_CHARS] if text.strip() else None
 
 
+def relevant_parts(event: Mapping[str, Any]) -> dict[str, Any]:
+    """The few parts of an event that build_track reads, so a queue need not hold whole events."""
+    parts: dict[str, Any] = {key: event.get(key) for key in _TOP_LEVEL_KEYS}
+    parts["user"] = _pick(event.get("user"), ("id", "ip_address"))
+    parts["request"] = _pick(event.get("request"), ("url", "method", "query_string", "headers"))
+    values = _mapping(event.get("exception")).get("values")
+    if isinstance(values, list) and values:
+        parts["exception"] = {"values": [_pick(values[0], ("type",))]}
+    return parts
+
+
+_TOP_LEVEL_KEYS = ("event_id", "timestamp", "level", "environment", "release", "transaction")
+
+
 def build_track(event: Mapping[str, Any], event_name: str) -> Track:
     """The track call for an error event that has a user ID, within Segment's 32 KB."""
     for limit in FIELD_CHAR_LIMITS:
@@ -130,6 +144,12 @@ def _encoded_size(track: Track) -> int:
 
 def _mapping(value: Any) -> Mapping[str, Any]:
     return value if isinstance(value, Mapping) else {}
+
+
+def _pick(value: Any, keys: tuple[str, ...]) -> Any:
+    if not isinstance(value, Mapping):
+        return value
+    return {key: value[key] for key in keys if key in value}
 
 
 def _clean(value: str) -> str:

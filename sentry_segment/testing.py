@@ -91,6 +91,7 @@ class SegmentCollector(_Loopback):
     def __init__(self, port: int = 0) -> None:
         super().__init__(port)
         self._batches: list[ReceivedBatch] = []
+        self._in_progress = 0
         self._scripted: deque[tuple[int, dict[str, str], float]] = deque()
         self.server.expect_request("/v1/batch", method="POST").respond_with_handler(self._handle)
 
@@ -110,6 +111,12 @@ class SegmentCollector(_Loopback):
         seconds, then 200 again. A refused batch is recorded but not in :meth:`messages`."""
         with self._lock:
             self._scripted.extend([(status, dict(headers or {}), delay)] * count)
+
+    @property
+    def delayed_requests_in_progress(self) -> int:
+        """How many requests are being held by a ``respond_next(..., delay=...)`` right now."""
+        with self._lock:
+            return self._in_progress
 
     def batches(self) -> list[ReceivedBatch]:
         """Every batch received so far, refused ones included (see ``status``)."""
@@ -142,7 +149,11 @@ class SegmentCollector(_Loopback):
         with self._lock:
             status, headers, delay = self._scripted.popleft() if self._scripted else (200, {}, 0.0)
         if delay:
+            with self._lock:
+                self._in_progress += 1
             time.sleep(delay)
+            with self._lock:
+                self._in_progress -= 1
         with self._changed:
             self._batches.append(ReceivedBatch(_basic_auth_user(request), body, status, raw))
             self._changed.notify_all()

@@ -3,17 +3,26 @@
 from __future__ import annotations
 
 import base64
+import os
 from collections.abc import Iterator
 from typing import Any, Callable, Optional
 
 import pytest
 import sentry_sdk
+from hypothesis import settings
 
 from sentry_segment import SegmentIntegration
 from sentry_segment.config import ENV
 from sentry_segment.testing import SegmentCollector, SentryRecorder
 
 WRITE_KEY = "wk_TestWriteKey_0123456789abcdef"
+
+# `make fuzz` runs the property tests with many more examples (FUZZ_EXAMPLES).
+settings.register_profile("default", max_examples=200, deadline=None)
+settings.register_profile(
+    "fuzz", max_examples=int(os.environ.get("FUZZ_EXAMPLES", "20000")), deadline=None
+)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
 
 
 @pytest.fixture(scope="session")

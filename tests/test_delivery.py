@@ -18,7 +18,6 @@ from sentry_segment.testing import SegmentCollector
 
 from .conftest import WRITE_KEY
 
-
 OPTIONS = resolve(write_key=WRITE_KEY, environ={})
 
 

@@ -1,0 +1,96 @@
+"""A flood of errors while Segment is unreachable: bounded memory, counted drops, no blocking."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import textwrap
+
+from .conftest import WRITE_KEY
+
+FLOOD_SCRIPT = textwrap.dedent(
+    """
+    import json, os, sys, threading, time
+    import sentry_sdk
+    from sentry_segment import SegmentIntegration
+
+    def rss_mb():
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) / 1024
+
+    THREADS, PER_THREAD = 8, int(sys.argv[1]) // 8
+    integration = SegmentIntegration(rate_limit="1000000/second", max_queue_size=2000)
+    sentry_sdk.init(dsn=os.environ["TEST_DSN"], integrations=[integration])
+
+    def capture(number):
+        with sentry_sdk.new_scope() as scope:
+            scope.set_user({"id": number})
+            try:
+                raise ValueError(number)
+            except ValueError:
+                sentry_sdk.capture_exception()
+
+    for number in range(3000):
+        capture(number)
+    warm = rss_mb()
+    slowest = [0.0] * THREADS
+
+    def flood(index):
+        for number in range(PER_THREAD):
+            started = time.perf_counter()
+            capture(number)
+            slowest[index] = max(slowest[index], time.perf_counter() - started)
+
+    threads = [threading.Thread(target=flood, args=(i,)) for i in range(THREADS)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    integration.flush(timeout=3)  # our queue drains into Segment's, which stays full
+    print(json.dumps({
+        "warm_mb": warm, "end_mb": rss_mb(), "stats": integration.stats(),
+        "slowest_capture_s": max(slowest), "captured": THREADS * PER_THREAD + 3000,
+    }))
+    sys.stdout.flush()
+    os._exit(0)
+    """
+)
+
+
+def refused_address() -> str:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return f"127.0.0.1:{probe.getsockname()[1]}"
+
+
+def test_a_flood_with_segment_unreachable_stays_bounded_and_counted() -> None:
+    environ = {
+        **os.environ,
+        "SENTRY_SEGMENT_WRITE_KEY": WRITE_KEY,
+        "SENTRY_SEGMENT_HOST": f"http://{refused_address()}",
+        "TEST_DSN": f"http://public@{refused_address()}/1",
+    }
+    finished = subprocess.run(
+        [sys.executable, "-c", FLOOD_SCRIPT, "100000"],
+        env=environ,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=True,
+    )
+    report = json.loads(finished.stdout.strip().splitlines()[-1])
+    stats = report["stats"]
+    assert report["captured"] == 103_000
+    # Every captured error is accounted for: forwarded to the client, or dropped and counted.
+    assert stats["forwarded"] + stats["dropped_queue_full"] == report["captured"]
+    assert stats["dropped_queue_full"] > 50_000
+    assert stats["delivered"] == 0
+    # Two queues of 2,000 small items, not 100,000 events, are all the growth allowed.
+    assert report["end_mb"] - report["warm_mb"] < 40
+    # No line per event: Segment's client may log per failed batch, never per message.
+    assert len(finished.stderr.splitlines()) < 200

@@ -1,0 +1,184 @@
+"""Forking servers: every forwarded event from every process arrives, for real processes."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+import urllib.error
+import urllib.request
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from sentry_segment.testing import SegmentCollector, SentryRecorder
+
+from .conftest import WRITE_KEY
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def environment(segment: SegmentCollector, sentry: SentryRecorder, **extra: str) -> dict[str, str]:
+    return {
+        **os.environ,
+        "PYTHONPATH": str(ROOT),
+        "SENTRY_SEGMENT_WRITE_KEY": WRITE_KEY,
+        "SENTRY_SEGMENT_HOST": segment.host,
+        "SENTRY_SEGMENT_RATE_LIMIT": "off",
+        "TEST_DSN": sentry.dsn(),
+        **extra,
+    }
+
+
+def delivered_user_ids(segment: SegmentCollector, count: int) -> Counter[str]:
+    messages = segment.wait_for_messages(count, timeout=20)
+    assert len({m["messageId"] for m in messages}) == len(messages)
+    return Counter(m["userId"] for m in messages)
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def wait_for_http(url: str, timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=1):
+                return
+        except (OSError, urllib.error.URLError):
+            assert time.monotonic() < deadline, f"{url} never answered"
+            time.sleep(0.1)
+
+
+def get_status(url: str) -> int:
+    try:
+        with urllib.request.urlopen(url, timeout=10) as response:
+            return int(response.status)
+    except urllib.error.HTTPError as error:
+        return int(error.code)
+
+
+@pytest.fixture
+def gunicorn(segment: SegmentCollector, sentry: SentryRecorder) -> Iterator[str]:
+    port = free_port()
+    command = [
+        sys.executable, "-m", "gunicorn", "--preload", "--workers", "2",
+        "--bind", f"127.0.0.1:{port}", "--log-level", "warning",
+        "tests.apps.gunicorn_app:app",
+    ]  # fmt: skip
+    server = subprocess.Popen(command, cwd=ROOT, env=environment(segment, sentry))
+    try:
+        wait_for_http(f"http://127.0.0.1:{port}/pid")
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.send_signal(signal.SIGTERM)
+        server.wait(timeout=30)
+
+
+def test_gunicorn_preload_workers_deliver_every_event(
+    gunicorn: str, segment: SegmentCollector
+) -> None:
+    worker_pids = {get_pid(gunicorn) for _ in range(20)}
+    statuses = [get_status(f"{gunicorn}/fail/{n}") for n in range(30)]
+    assert statuses == [500] * 30
+    user_ids = delivered_user_ids(segment, 31)
+    assert user_ids == Counter(["master", *(str(n) for n in range(30))])
+    assert len(worker_pids) >= 1
+
+
+def get_pid(base: str) -> int:
+    with urllib.request.urlopen(f"{base}/pid", timeout=10) as response:
+        return int(response.read())
+
+
+FORK_SCRIPT = textwrap.dedent(
+    """
+    import os, sys, multiprocessing, sentry_sdk
+    from sentry_segment import SegmentIntegration
+
+    sentry_sdk.init(dsn=os.environ["TEST_DSN"], integrations=[SegmentIntegration()])
+
+    def capture(user_id):
+        with sentry_sdk.new_scope() as scope:
+            scope.set_user({"id": user_id})
+            try:
+                raise ValueError(user_id)
+            except ValueError:
+                sentry_sdk.capture_exception()
+
+    def task(number):
+        capture(f"pool-{number}")
+        sentry_sdk.flush(timeout=10)
+        return os.getpid()
+
+    if __name__ == "__main__":
+        capture("parent-before")
+        sentry_sdk.flush(timeout=10)
+        child = os.fork()
+        if child == 0:
+            for number in range(5):
+                capture(f"child-{number}")
+            sentry_sdk.flush(timeout=10)
+            os._exit(0)
+        os.waitpid(child, 0)
+        with multiprocessing.get_context("fork").Pool(2) as pool:
+            pids = set(pool.map(task, range(6)))
+        capture("parent-after")
+    """
+)
+
+
+def test_os_fork_and_multiprocessing_children_deliver_every_event(
+    segment: SegmentCollector, sentry: SentryRecorder, tmp_path: Path
+) -> None:
+    script = tmp_path / "forking.py"
+    script.write_text(FORK_SCRIPT)
+    subprocess.run(
+        [sys.executable, str(script)], env=environment(segment, sentry), check=True, timeout=60
+    )
+    expected = ["parent-before", "parent-after"]
+    expected += [f"child-{n}" for n in range(5)] + [f"pool-{n}" for n in range(6)]
+    assert delivered_user_ids(segment, len(expected)) == Counter(expected)
+
+
+@pytest.fixture
+def celery_worker(
+    segment: SegmentCollector, sentry: SentryRecorder, tmp_path: Path
+) -> Iterator[Path]:
+    folder = tmp_path / "broker"
+    command = [
+        sys.executable, "-m", "celery", "-A", "tests.apps.celery_app", "worker",
+        "--pool", "prefork", "--concurrency", "2", "--loglevel", "warning",
+        "--without-heartbeat", "--without-gossip", "--without-mingle",
+    ]  # fmt: skip
+    env = environment(segment, sentry, TEST_BROKER_FOLDER=str(folder))
+    worker = subprocess.Popen(command, cwd=ROOT, env=env)
+    try:
+        yield folder
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        try:
+            worker.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            worker.kill()
+
+
+def test_celery_prefork_tasks_deliver_every_event(
+    celery_worker: Path, segment: SegmentCollector
+) -> None:
+    from tests.apps.celery_app import make_app
+
+    producer = make_app(str(celery_worker))
+    for number in range(8):
+        producer.send_task("fail", args=[f"task-{number}"])
+    user_ids = delivered_user_ids(segment, 9)
+    assert user_ids == Counter(["celery-main", *(f"task-{n}" for n in range(8))])

@@ -1,0 +1,110 @@
+"""Arbitrary event dicts through the hook: it never raises, never changes the event, and every
+message that reaches the loopback collector is strict JSON under 32 KB."""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+from typing import Any
+
+import pytest
+import sentry_sdk
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from sentry_segment import SegmentIntegration
+from sentry_segment.integration import SentEventRecorder
+from sentry_segment.payload import MAX_MESSAGE_BYTES
+from sentry_segment.testing import SegmentCollector
+
+from .conftest import WRITE_KEY
+
+scalars = (
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats()
+    | st.text()
+    | st.binary(max_size=16)
+    | st.sampled_from([0, "", "\ud800\udfff", "x" * 50_000, float("nan"), float("inf")])
+)
+values = st.recursive(
+    scalars,
+    lambda inner: (
+        st.lists(inner, max_size=3)
+        | st.dictionaries(st.text(max_size=6) | st.integers() | st.booleans(), inner, max_size=3)
+    ),
+    max_leaves=20,
+)
+users = st.fixed_dictionaries(
+    {"id": st.integers() | st.text(min_size=1) | values},
+    optional={"ip_address": values, "email": values},
+)
+exceptions = st.fixed_dictionaries(
+    {
+        "values": st.lists(
+            st.dictionaries(st.just("type"), values, max_size=1), min_size=1, max_size=3
+        )
+    }
+)
+events = st.fixed_dictionaries(
+    {"exception": exceptions | exceptions | values, "user": users | users | values},
+    optional={
+        "event_id": values,
+        "timestamp": values,
+        "request": st.dictionaries(
+            st.sampled_from(["url", "method", "query_string", "headers"]), values
+        )
+        | values,
+        "release": values,
+        "environment": values,
+        "transaction": values,
+        "level": values,
+        7: values,
+    },
+)
+
+
+def same(left: Any, right: Any) -> bool:
+    """Deep equality where NaN equals NaN (the copy of a NaN is not == to it)."""
+    if isinstance(left, float) and isinstance(right, float) and math.isnan(left):
+        return math.isnan(right)
+    if isinstance(left, dict) and isinstance(right, dict):
+        return left.keys() == right.keys() and all(same(left[k], right[k]) for k in left)
+    if isinstance(left, list) and isinstance(right, list):
+        return len(left) == len(right) and all(map(same, left, right))
+    return bool(left == right)
+
+
+@pytest.mark.filterwarnings("ignore:Generating overly large repr")
+def test_any_event_through_the_hook(segment: SegmentCollector) -> None:
+    integration = SegmentIntegration(write_key=WRITE_KEY, host=segment.host, rate_limit="off")
+    sentry_sdk.init(integrations=[integration])
+    recorder = SentEventRecorder(None)
+    forwarder = integration._forwarder
+
+    @settings(max_examples=400, deadline=None, suppress_health_check=list(HealthCheck))
+    @given(events)
+    def check(event: dict[Any, Any]) -> None:
+        original = copy.deepcopy(event)
+        assert recorder(event, {}) is event
+        forwarder.offer(event, "http://public@127.0.0.1:9/1")
+        assert same(event, original)
+
+    try:
+        check()
+        assert integration.flush(timeout=20)
+    finally:
+        sentry_sdk.get_client().close(timeout=2)
+        sentry_sdk.get_global_scope().set_client(None)
+    stats = integration.stats()
+    assert stats["forwarded"] > 50
+    assert stats["failed"] == 0
+    assert stats["delivered"] == stats["forwarded"]
+    for batch in segment.batches():
+        assert batch.status == 200
+        for message in batch.messages:
+            encoded = json.dumps(message, allow_nan=False)
+            assert len(encoded.encode()) < MAX_MESSAGE_BYTES
+            assert message["userId"]
