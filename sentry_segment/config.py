@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Optional
-from urllib.parse import urlsplit
+from urllib.parse import urlsplit, urlunsplit
 
 from limits import RateLimitItem, parse_many
 
@@ -20,6 +21,15 @@ DEFAULT_EVENT_NAME = "Error Captured"
 DEFAULT_MAX_QUEUE_SIZE = 10_000
 DEFAULT_TIMEOUT = 10.0
 DEFAULT_MAX_RETRIES = 10
+MEMORY_STORAGE = "memory://"
+# limits storage schemes that can share one limit between processes, and the extra each needs.
+SHARED_STORAGES = {
+    "redis": ("redis", "redis"),
+    "rediss": ("redis", "redis"),
+    "redis+sentinel": ("redis", "redis"),
+    "redis+cluster": ("redis", "redis"),
+    "memcached": ("pymemcache", "memcached"),
+}
 
 ENV = {
     "write_key": "SENTRY_SEGMENT_WRITE_KEY",
@@ -32,6 +42,7 @@ ENV = {
     "max_queue_size": "SENTRY_SEGMENT_MAX_QUEUE_SIZE",
     "timeout": "SENTRY_SEGMENT_TIMEOUT",
     "max_retries": "SENTRY_SEGMENT_MAX_RETRIES",
+    "rate_limit_storage": "SENTRY_SEGMENT_RATE_LIMIT_STORAGE",
 }
 
 # Sentry's forwarder accepts the same alphabet for organization write keys.
@@ -45,6 +56,16 @@ _NO_LIMIT = frozenset({"off", "none", "unlimited"})
 
 class ConfigurationError(ValueError):
     """An option of SegmentIntegration is missing or invalid."""
+
+
+def mask_uri(uri: str) -> str:
+    """A storage URI with any password replaced by ****."""
+    parts = urlsplit(uri)
+    if parts.password is None:
+        return uri
+    host = parts.netloc.rsplit("@", 1)[-1]
+    user = parts.username or ""
+    return urlunsplit(parts._replace(netloc=f"{user}:****@{host}"))
 
 
 def mask(write_key: Optional[str]) -> str:
@@ -93,6 +114,10 @@ class Options:
     max_queue_size: int = DEFAULT_MAX_QUEUE_SIZE
     timeout: float = DEFAULT_TIMEOUT
     max_retries: int = DEFAULT_MAX_RETRIES
+    rate_limit_storage: str = MEMORY_STORAGE
+
+    def __repr__(self) -> str:
+        return f"Options({self.describe()!r})"
 
     def describe(self) -> dict[str, Any]:
         """The configuration as plain data, write keys masked."""
@@ -100,6 +125,7 @@ class Options:
             "write_key": mask(self.write_key),
             "host": self.host,
             "rate_limit": "; ".join(str(item) for item in self.rate_limits) or "off",
+            "rate_limit_storage": mask_uri(self.rate_limit_storage),
             "enabled": self.enabled,
             "event_name": self.event_name,
             "max_queue_size": self.max_queue_size,
@@ -181,6 +207,24 @@ def _rate_limits(value: Any) -> tuple[RateLimitItem, ...]:
         ) from None
 
 
+def _storage(value: Any) -> str:
+    if not isinstance(value, str) or "://" not in value:
+        raise _error("rate_limit_storage", f"must be a limits storage URI, got {value!r}")
+    scheme = value.split("://", 1)[0].lower()
+    if value == MEMORY_STORAGE or scheme == "memory":
+        return MEMORY_STORAGE
+    if scheme not in SHARED_STORAGES:
+        allowed = ", ".join(f"{name}://" for name in ("memory", *SHARED_STORAGES))
+        raise _error("rate_limit_storage", f"scheme {scheme!r} is not one of {allowed}")
+    module, extra = SHARED_STORAGES[scheme]
+    if importlib.util.find_spec(module) is None:
+        raise _error(
+            "rate_limit_storage",
+            f"{scheme}:// needs the {module!r} package: pip install 'sentry-segment[{extra}]'",
+        )
+    return value
+
+
 def _integer(option: str, value: Any, minimum: int) -> int:
     try:
         number = int(value)
@@ -258,6 +302,7 @@ def resolve(
     max_queue_size: Any = _UNSET,
     timeout: Any = _UNSET,
     max_retries: Any = _UNSET,
+    rate_limit_storage: Any = _UNSET,
     environ: Optional[Mapping[str, str]] = None,
 ) -> Options:
     """Validate explicit options, falling back to the environment for those not given."""
@@ -274,6 +319,7 @@ def resolve(
             max_queue_size=max_queue_size,
             timeout=timeout,
             max_retries=max_retries,
+            rate_limit_storage=rate_limit_storage,
             environ=env,
         )
     except ConfigurationError as error:
@@ -297,6 +343,7 @@ def _resolve(
     max_queue_size: Any,
     timeout: Any,
     max_retries: Any,
+    rate_limit_storage: Any,
     environ: Mapping[str, str],
 ) -> Options:
     env = environ
@@ -328,6 +375,8 @@ def _resolve(
     seconds = _seconds("timeout", timeout_value) if timeout_set else DEFAULT_TIMEOUT
     retries_value, retries_set = _pick("max_retries", max_retries, env)
     retries = _integer("max_retries", retries_value, 0) if retries_set else DEFAULT_MAX_RETRIES
+    storage_value, storage_set = _pick("rate_limit_storage", rate_limit_storage, env)
+    storage = _storage(storage_value) if storage_set else MEMORY_STORAGE
 
     key_value, key_set = _pick("write_key", write_key, env)
     key = _write_key("write_key", key_value) if key_set else None
@@ -350,4 +399,5 @@ def _resolve(
         max_queue_size=size,
         timeout=seconds,
         max_retries=retries,
+        rate_limit_storage=storage,
     )

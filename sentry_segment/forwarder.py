@@ -21,6 +21,8 @@ from .stats import Stats
 
 # An idle worker thread exits after this long; the next event starts a new one.
 IDLE_SECONDS = 30.0
+# Events the worker takes off the queue at once, and decides with one rate-limit round trip.
+BATCH_SIZE = 100
 
 
 class Forwarder:
@@ -40,7 +42,9 @@ class Forwarder:
         )
         self._lock = threading.Lock()
         self._worker_running = False
-        self._rate_limit = RateLimit(self.options.rate_limits)
+        self._rate_limit = RateLimit(
+            self.options.rate_limits, self.stats, self.options.rate_limit_storage
+        )
 
     def route_for(self, dsn: Optional[str]) -> Route:
         found = self._routes.get(dsn)
@@ -86,27 +90,44 @@ class Forwarder:
         work = self._queue
         while True:
             try:
-                event, destination = work.get(timeout=IDLE_SECONDS)
+                batch = [work.get(timeout=IDLE_SECONDS)]
             except queue.Empty:
                 with self._lock:
                     if work.empty():
                         self._worker_running = False
                         return
                 continue
+            while len(batch) < BATCH_SIZE:
+                try:
+                    batch.append(work.get_nowait())
+                except queue.Empty:
+                    break
             try:
-                with capture_internal_exceptions():
-                    self._forward(event, destination)
+                self._forward(batch)
             finally:
-                work.task_done()
+                for _ in batch:
+                    work.task_done()
 
-    def _forward(self, event: Mapping[str, Any], destination: Route) -> None:
+    def _forward(self, batch: list[tuple[Mapping[str, Any], Route]]) -> None:
+        """Decide a whole batch per organization in one round trip, then queue the allowed."""
+        by_organization: dict[str, list[tuple[Mapping[str, Any], Route]]] = {}
+        for event, destination in batch:
+            by_organization.setdefault(destination.organization, []).append((event, destination))
+        for organization, waiting in by_organization.items():
+            allowed = len(waiting)
+            with capture_internal_exceptions():
+                allowed = self._rate_limit.allow_many(organization, len(waiting))
+            if allowed < len(waiting):
+                self.stats.add("rate_limited", len(waiting) - allowed)
+            for event, destination in waiting[:allowed]:
+                with capture_internal_exceptions():
+                    self._deliver(event, destination)
+
+    def _deliver(self, event: Mapping[str, Any], destination: Route) -> None:
         track = payload.build_track(event, self.options.event_name)
         if not track.message_id:
             # Sentry always sets event_id; without one Segment could not de-duplicate retries.
             track = dataclasses.replace(track, message_id=uuid.uuid4().hex)
-        if not self._rate_limit.allow(destination.organization):
-            self.stats.add("rate_limited")
-            return
         assert destination.write_key is not None
         sink = delivery.sink_for(destination.write_key, destination.host, self.options)
         self._sinks.add(sink)

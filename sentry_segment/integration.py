@@ -40,6 +40,7 @@ class SegmentIntegration(Integration):
         max_queue_size: Optional[int] = None,
         timeout: Optional[float] = None,
         max_retries: Optional[int] = None,
+        rate_limit_storage: Optional[str] = None,
     ) -> None:
         self.options = config.resolve(
             write_key=write_key,
@@ -52,6 +53,7 @@ class SegmentIntegration(Integration):
             max_queue_size=max_queue_size,
             timeout=timeout,
             max_retries=max_retries,
+            rate_limit_storage=rate_limit_storage,
         )
         self._forwarder = Forwarder(self.options)
 

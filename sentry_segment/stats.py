@@ -9,6 +9,7 @@ COUNTERS = (
     "delivered",
     "failed",
     "rate_limited",
+    "rate_limit_fallback",
     "skipped_not_sent",
     "skipped_not_error",
     "skipped_disabled",

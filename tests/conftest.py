@@ -89,6 +89,7 @@ def init_sentry(segment: SegmentCollector, sentry: SentryRecorder) -> Iterator[I
                 "max_queue_size",
                 "timeout",
                 "max_retries",
+                "rate_limit_storage",
             }
         }
         integration_options.setdefault("write_key", WRITE_KEY)
@@ -122,3 +123,14 @@ def raise_and_capture(
 
 def basic_auth(write_key: str) -> str:
     return "Basic " + base64.b64encode(f"{write_key}:".encode()).decode()
+
+
+@pytest.fixture
+def redis_server() -> Iterator[Any]:
+    """A real redis-server on a free loopback port (skipped, or failed in CI, without one)."""
+    from .redis_server import RedisServer, require_redis_server
+
+    server = RedisServer(require_redis_server())
+    server.start()
+    yield server
+    server.stop()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from typing import Any
 
@@ -218,3 +219,33 @@ def test_any_rate_limit_text_is_accepted_or_refused_with_a_configuration_error(t
     else:
         return
     assert "SENTRY_SEGMENT_RATE_LIMIT" in message
+
+
+def test_rate_limit_storage_accepts_limits_uris_and_masks_passwords() -> None:
+    options = resolve(
+        write_key=KEY, rate_limit_storage="redis://:s3cret@127.0.0.1:6379/0", environ={}
+    )
+    assert options.rate_limit_storage == "redis://:s3cret@127.0.0.1:6379/0"
+    assert options.describe()["rate_limit_storage"] == "redis://:****@127.0.0.1:6379/0"
+    assert "s3cret" not in repr(options)
+    from_env = resolve(
+        environ={
+            **{"SENTRY_SEGMENT_WRITE_KEY": KEY},
+            "SENTRY_SEGMENT_RATE_LIMIT_STORAGE": "rediss://h:1",
+        }
+    )
+    assert from_env.rate_limit_storage == "rediss://h:1"
+    assert resolve(write_key=KEY, environ={}).rate_limit_storage == "memory://"
+
+
+@pytest.mark.parametrize("uri", ["mongodb://127.0.0.1", "127.0.0.1:6379", "etcd://x"])
+def test_unsupported_rate_limit_storages_are_refused(uri: str) -> None:
+    with pytest.raises(ConfigurationError, match="SENTRY_SEGMENT_RATE_LIMIT_STORAGE"):
+        resolve(write_key=KEY, rate_limit_storage=uri, environ={})
+
+
+def test_a_storage_whose_client_library_is_missing_names_the_extra_to_install() -> None:
+    if importlib.util.find_spec("pymemcache") is not None:
+        pytest.skip("pymemcache is installed here")
+    with pytest.raises(ConfigurationError, match=r"sentry-segment\[memcached\]"):
+        resolve(write_key=KEY, rate_limit_storage="memcached://127.0.0.1:11211", environ={})

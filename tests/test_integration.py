@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import socket
 import time
 from datetime import datetime, timezone
 from typing import Any
@@ -468,3 +469,16 @@ def test_timestamps_are_timezone_aware_utc(
     [message] = forwarded_messages(segment)
     stamp = datetime.fromisoformat(message["timestamp"])
     assert stamp.utcoffset() == timezone.utc.utcoffset(None)
+
+
+def test_an_unreachable_rate_limit_storage_never_stops_forwarding(
+    init_sentry: InitSentry, segment: SegmentCollector, sentry: SentryRecorder
+) -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        nowhere = f"redis://127.0.0.1:{probe.getsockname()[1]}"
+    integration = init_sentry(rate_limit="100/second", rate_limit_storage=nowhere)
+    event_ids = [raise_and_capture(user={"id": n}) for n in range(5)]
+    assert sorted(m["messageId"] for m in forwarded_messages(segment)) == sorted(event_ids)
+    assert integration.stats()["rate_limit_fallback"] == 5
+    assert len(sentry.wait_for_events(5)) == 5
