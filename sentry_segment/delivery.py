@@ -51,6 +51,7 @@ class Sink:
             max_retries=options.max_retries,
             on_error=self._on_error,
             thread=1,
+            upload_size=500,
         )
         for consumer in self.client.consumers:
             consumer.request = wrapt.FunctionWrapper(consumer.request, self._count_delivered)

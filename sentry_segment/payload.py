@@ -139,7 +139,27 @@ def _build(event: Mapping[str, Any], event_name: str, limit: int) -> Track:
 
 
 def _encoded_size(track: Track) -> int:
+    # JSON escapes a character as \uXXXX at worst (6 bytes): when even that fits, skip encoding.
+    texts = [track.user_id, track.event, track.message_id, *_strings(track.properties)]
+    texts.extend(_strings(track.context))
+    worst = sum(6 * len(text) for text in texts) + _STRUCTURE_BYTES
+    if worst <= MESSAGE_BUDGET_BYTES:
+        return worst
     return len(json.dumps(track.as_message()))
+
+
+# Keys, quotes and punctuation of a message around its strings, generously rounded up.
+_STRUCTURE_BYTES = 1024
+
+
+def _strings(fields: Mapping[str, Any]) -> list[str]:
+    found: list[str] = []
+    for value in fields.values():
+        if isinstance(value, str):
+            found.append(value)
+        elif isinstance(value, Mapping):
+            found.extend(_strings(value))
+    return found
 
 
 def _mapping(value: Any) -> Mapping[str, Any]:
