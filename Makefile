@@ -26,6 +26,10 @@ fuzz: $(STAMP)
 	HYPOTHESIS_PROFILE=fuzz FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(BIN)/python -m pytest -q \
 		tests/test_payload.py tests/test_config.py tests/test_routing.py -k "any_"
 
+# Benchmarks print one Markdown table (see the README); BENCH_ARGS=--quick for a smoke run.
+bench: $(STAMP)
+	cd benchmarks && ../$(BIN)/python run.py $(BENCH_ARGS)
+
 lint: $(STAMP)
 	$(BIN)/ruff check $(SOURCES)
 	$(BIN)/ruff format --check $(SOURCES)

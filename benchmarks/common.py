@@ -25,7 +25,8 @@ def external_collector() -> Iterator[str]:
     process = subprocess.Popen(
         [sys.executable, "-c", _SERVE], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
     )
-    assert process.stdout is not None and process.stdin is not None
+    assert process.stdout is not None
+    assert process.stdin is not None
     try:
         yield process.stdout.readline().strip()
     finally:

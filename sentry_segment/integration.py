@@ -101,7 +101,7 @@ def _unchanged(event: Any, _hint: Any) -> Any:
 def _record_sent_event(wrapped: Callable[..., Any], _instance: Any, args: Any, kwargs: Any) -> Any:
     result = wrapped(*args, **kwargs)
     slot = _sent_event.get()
-    if slot is not None and isinstance(result, Mapping):
+    if slot is not None and isinstance(result, dict):
         slot.event = result
     return result
 
@@ -138,7 +138,7 @@ def _capture_event(wrapped: Callable[..., Any], instance: Any, args: Any, kwargs
         forwarder: Forwarder = integration._forwarder
         if event_id is None:
             event = kwargs.get("event", args[0] if args else None)
-            if isinstance(event, Mapping) and payload.is_error(event):
+            if isinstance(event, dict) and payload.is_error(event):
                 forwarder.stats.add("skipped_not_sent")
         elif slot.event is not None:
             forwarder.offer(slot.event, instance.options.get("dsn"))

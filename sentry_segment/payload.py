@@ -1,4 +1,8 @@
-"""Turns a Sentry error event into the Segment track call: pure functions of the event."""
+"""Turns a Sentry error event into the Segment track call: pure functions of the event.
+
+Events are the plain dicts Sentry's serializer produces; anything else in their place
+(another mapping type included) counts as missing.
+"""
 
 from __future__ import annotations
 
@@ -43,7 +47,7 @@ class Track:
 def is_error(event: Mapping[str, Any]) -> bool:
     """True when the event carries exception values, as Sentry's forwarder requires."""
     exception = event.get("exception")
-    if not isinstance(exception, Mapping):
+    if not isinstance(exception, dict):
         return False
     values = exception.get("values")
     return isinstance(values, list) and len(values) > 0
@@ -52,10 +56,10 @@ def is_error(event: Mapping[str, Any]) -> bool:
 def user_id(event: Mapping[str, Any]) -> Optional[str]:
     """The event's user ID as a string, or None when it has none (0 is an ID)."""
     user = event.get("user")
-    if not isinstance(user, Mapping):
+    if not isinstance(user, dict):
         return None
     raw = user.get("id")
-    if raw is None or isinstance(raw, (Mapping, list, tuple, set, bytes, bytearray)):
+    if raw is None or isinstance(raw, (dict, list, tuple, set, bytes, bytearray)):
         return None
     try:
         text = _clean(str(raw))
@@ -157,17 +161,17 @@ def _strings(fields: Mapping[str, Any]) -> list[str]:
     for value in fields.values():
         if isinstance(value, str):
             found.append(value)
-        elif isinstance(value, Mapping):
+        elif isinstance(value, dict):
             found.extend(_strings(value))
     return found
 
 
 def _mapping(value: Any) -> Mapping[str, Any]:
-    return value if isinstance(value, Mapping) else {}
+    return value if isinstance(value, dict) else {}
 
 
 def _pick(value: Any, keys: tuple[str, ...]) -> Any:
-    if not isinstance(value, Mapping):
+    if not isinstance(value, dict):
         return value
     return {key: value[key] for key in keys if key in value}
 
@@ -197,7 +201,7 @@ def _exception_type(event: Mapping[str, Any]) -> str:
 
 
 def _header(headers: Any, name: str) -> str:
-    if isinstance(headers, Mapping):
+    if isinstance(headers, dict):
         pairs: Any = headers.items()
     elif isinstance(headers, list):
         pairs = (pair for pair in headers if isinstance(pair, (list, tuple)) and len(pair) == 2)

@@ -1,0 +1,269 @@
+"""All the benchmarks in one run, printed as one Markdown table (`make bench`).
+
+1. median capture_exception latency with / without the integration (benchmarks/latency.py)
+2. CPU per forwarded event end to end (Segment client and HTTP post included) vs a bare capture
+3. forwarded events per second one process sustains to a loopback collector, limit off
+4. peak RSS after 100,000 captured errors, with / without the integration
+5. with Redis storage: the latency ratios of (1), and the fleet's accuracy
+
+    .venv/bin/python benchmarks/run.py [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+from typing import Any, Optional
+
+from common import external_collector
+from latency import WRITE_KEY, LatencyRow, capture_once, latency_rows, make_client
+
+from sentry_segment import SegmentIntegration
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def cpu_per_forwarded_event(host: str, captures: int, rounds: int) -> tuple[float, float]:
+    """(bare capture CPU, extra CPU per forwarded event), in microseconds, medians of rounds."""
+    integration = SegmentIntegration(write_key=WRITE_KEY, host=host, rate_limit="off")
+    with_client, without_client = make_client([integration]), make_client([])
+    for _ in range(200):
+        capture_once(with_client, {"id": 1})
+        capture_once(without_client, {"id": 1})
+    integration.flush(timeout=20)
+
+    def cpu_of(client: Any) -> float:
+        started = os.times()
+        for _ in range(captures):
+            capture_once(client, {"id": 1})
+        if client is with_client:
+            assert integration.flush(timeout=60)
+        ended = os.times()
+        spent = (ended.user - started.user) + (ended.system - started.system)
+        return spent / captures * 1e6
+
+    bare, extra = [], []
+    for _ in range(rounds):
+        without_us = cpu_of(without_client)
+        with_us = cpu_of(with_client)
+        bare.append(without_us)
+        extra.append(with_us - without_us)
+    with_client.close(timeout=5)
+    return statistics.median(bare), statistics.median(extra)
+
+
+def forwarded_per_second(host: str, events: int) -> tuple[float, float]:
+    """(end to end: capture, forward, deliver; the pipeline alone: offer to delivered)."""
+    integration = SegmentIntegration(write_key=WRITE_KEY, host=host, rate_limit="off")
+    client = make_client([integration])
+    capture_once(client, {"id": 1})
+    integration.flush(timeout=20)
+    started = time.perf_counter()
+    for _ in range(events):
+        capture_once(client, {"id": 1})
+    assert integration.flush(timeout=120)
+    end_to_end = events / (time.perf_counter() - started)
+
+    recorded: list[dict[str, Any]] = []
+    recorder = make_client([])
+    recorder.options["before_send"] = lambda event, hint: recorded.append(event) or event
+    for _ in range(events):
+        capture_once(recorder, {"id": 1})
+    forwarder = integration._forwarder
+    started = time.perf_counter()
+    for event in recorded:
+        forwarder.offer(event, client.options["dsn"])
+    assert integration.flush(timeout=120)
+    pipeline = events / (time.perf_counter() - started)
+    client.close(timeout=5)
+    return end_to_end, pipeline
+
+
+RSS_SCRIPT = textwrap.dedent(
+    """
+    import os, resource, sys
+    sys.path.insert(0, os.environ["BENCH_DIR"])
+    from latency import capture_once, make_client, WRITE_KEY
+    from sentry_segment import SegmentIntegration
+    integrations = []
+    if os.environ["BENCH_WITH"] == "1":
+        integrations = [SegmentIntegration(write_key=WRITE_KEY, host=os.environ["BENCH_HOST"],
+                                           rate_limit="off")]
+    client = make_client(integrations)
+    for number in range(int(os.environ["BENCH_EVENTS"])):
+        capture_once(client, {"id": number})
+    if integrations:
+        integrations[0].flush(timeout=60)
+    print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+    """
+)
+
+
+def peak_rss_mb(host: str, events: int) -> tuple[float, float]:
+    """(without, with) peak RSS in MB of a process that captured ``events`` errors."""
+    environ = {**os.environ, "BENCH_DIR": str(Path(__file__).parent), "BENCH_HOST": host}
+    environ["BENCH_EVENTS"] = str(events)
+    runs = []
+    for with_integration in ("0", "1"):
+        runs.append(
+            subprocess.Popen(
+                [sys.executable, "-c", RSS_SCRIPT],
+                env={**environ, "BENCH_WITH": with_integration},
+                stdout=subprocess.PIPE,
+                text=True,
+            )
+        )
+    without, with_ = (float(run.communicate(timeout=1800)[0]) for run in runs)
+    return without, with_
+
+
+FLEET_SCRIPT = textwrap.dedent(
+    """
+    import json, os, sys, time
+    sys.path.insert(0, os.environ["BENCH_DIR"])
+    from latency import capture_once, make_client, WRITE_KEY
+    from sentry_segment import SegmentIntegration
+    integration = SegmentIntegration(write_key=WRITE_KEY, host=os.environ["BENCH_HOST"],
+        rate_limit="50/second", rate_limit_storage=os.environ["BENCH_STORAGE"])
+    client = make_client([integration])
+    start_at = float(os.environ["BENCH_START_AT"])
+    time.sleep(max(0.0, start_at - time.time()))
+    while time.time() < start_at + 3.0:
+        capture_once(client, {"id": 1})
+    integration.flush(timeout=20)
+    print(json.dumps(integration.stats()))
+    """
+)
+
+
+def fleet_accuracy(host: str, storage: str, processes: int = 4) -> float:
+    environ = {**os.environ, "BENCH_DIR": str(Path(__file__).parent), "BENCH_HOST": host}
+    environ.update(BENCH_STORAGE=storage, BENCH_START_AT=str(time.time() + 4))
+    runs = [
+        subprocess.Popen([sys.executable, "-c", FLEET_SCRIPT], env=environ, stdout=subprocess.PIPE)
+        for _ in range(processes)
+    ]
+    forwarded = sum(json.loads(run.communicate(timeout=120)[0])["forwarded"] for run in runs)
+    return float(forwarded) / (50 * 3)
+
+
+class Redis:
+    def __init__(self) -> None:
+        binary = shutil.which("redis-server")
+        self.process: Optional[subprocess.Popen[bytes]] = None
+        self.uri: Optional[str] = None
+        if binary is None:
+            return
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+        self.process = subprocess.Popen(
+            [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", ""],
+            stdout=subprocess.DEVNULL,
+        )
+        time.sleep(0.5)
+        self.uri = f"redis://127.0.0.1:{port}"
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.terminate()
+            self.process.wait(timeout=10)
+
+
+def machine() -> str:
+    model = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{os.cpu_count()} cores, {model}, Python {platform.python_version()}"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="fewer captures, for a smoke run")
+    quick = parser.parse_args().quick
+    captures, rss_events = (600, 5_000) if quick else (4_000, 100_000)
+
+    rows: list[tuple[str, str, str]] = []
+    with external_collector() as host:
+        latency: list[LatencyRow] = latency_rows(captures, host)
+        for row in latency:
+            rows.append(
+                (
+                    f"1. median latency, {row.path}",
+                    f"{row.with_us:.0f} us vs {row.without_us:.0f} us: **x{row.ratio:.3f}**",
+                    f"noise floor x{row.noise_ratio:.3f}",
+                )
+            )
+        bare, extra = cpu_per_forwarded_event(host, captures // 2, 3 if quick else 5)
+        rows.append(
+            (
+                "2. CPU per forwarded event, end to end",
+                f"+{extra:.0f} us on a {bare:.0f} us capture: **{extra / bare * 100:.1f}%**",
+                "all threads, Segment client and HTTP post included",
+            )
+        )
+        end_to_end, pipeline = forwarded_per_second(host, captures)
+        rows.append(
+            (
+                "3. forwarded events/s, one process, limit off",
+                f"**{end_to_end:,.0f}/s** capturing and forwarding",
+                f"forwarding pipeline alone: {pipeline:,.0f}/s",
+            )
+        )
+        without_mb, with_mb = peak_rss_mb(host, rss_events)
+        rows.append(
+            (
+                f"4. peak RSS after {rss_events:,} captured errors",
+                f"{with_mb:.0f} MB vs {without_mb:.0f} MB: **+{with_mb - without_mb:.0f} MB**",
+                "max_queue_size 10,000",
+            )
+        )
+        redis = Redis()
+        try:
+            if redis.uri is None:
+                rows.append(("5. Redis storage", "skipped: no redis-server", ""))
+            else:
+                for row in latency_rows(captures, host, redis.uri):
+                    rows.append(
+                        (
+                            f"5. median latency, {row.path}",
+                            f"{row.with_us:.0f} us vs {row.without_us:.0f} us: "
+                            f"**x{row.ratio:.3f}**",
+                            f"noise floor x{row.noise_ratio:.3f}",
+                        )
+                    )
+                accuracy = fleet_accuracy(host, redis.uri)
+                rows.append(
+                    (
+                        "5. fleet accuracy, 4 processes, 50/s for 3 s",
+                        f"forwarded / (limit x seconds) = **{accuracy:.3f}**",
+                        "one limit shared through Redis",
+                    )
+                )
+        finally:
+            redis.stop()
+
+    print(f"Machine: {machine()}\n")
+    print("| measure | result | note |")
+    print("|---|---|---|")
+    for measure, result, note in rows:
+        print(f"| {measure} | {result} | {note} |")
+
+
+if __name__ == "__main__":
+    main()
