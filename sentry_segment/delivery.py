@@ -170,6 +170,11 @@ _redact = _RedactWriteKeys()
 logging.getLogger(SEGMENT_LOGGER).addFilter(_redact)
 
 
+def redact(write_key: str) -> None:
+    """Mask this write key in everything Segment's client logs."""
+    _redact.write_keys.add(str(write_key))
+
+
 def sink_for(write_key: str, host: str, options: Options) -> Sink:
     """The process's Segment client for this write key and host, created on first use.
 
@@ -182,7 +187,7 @@ def sink_for(write_key: str, host: str, options: Options) -> Sink:
     with _sinks_lock:
         found = _sinks.get(key)
         if found is None:
-            _redact.write_keys.add(str(write_key))
+            redact(write_key)
             found = _sinks[key] = Sink(write_key, host, options)
     return found
 

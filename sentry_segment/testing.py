@@ -1,7 +1,9 @@
-"""Loopback Segment and Sentry endpoints that record what arrives (for tests and the demo).
+"""Loopback Segment and Sentry endpoints that record what arrives, and a pytest plugin.
 
-Needs the ``testing`` extra (``pip install sentry-segment[testing]``), which brings
-pytest-httpserver.
+The servers need the ``testing`` extra (``pip install sentry-segment[testing]``), which brings
+pytest-httpserver. The plugin (registered with pytest when sentry-segment is installed) adds
+the ``segment_collector`` fixture, and ``segment_environment`` to point every
+``SegmentIntegration()`` at it; both need the extra only when a test uses them.
 """
 
 from __future__ import annotations
@@ -13,14 +15,24 @@ import re
 import threading
 import time
 from collections import deque
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
-from pytest_httpserver import HTTPServer
 from sentry_sdk.envelope import Envelope
-from werkzeug import Request, Response
+
+if TYPE_CHECKING:
+    from werkzeug import Request, Response
+
+    from .integration import SegmentIntegration
+
+try:
+    import pytest
+except ImportError:  # the servers work without pytest; only the fixtures need it
+    pytest = None  # type: ignore[assignment]
 
 LOOPBACK = "127.0.0.1"
+TEST_WRITE_KEY = "sentry_segment_test_write_key"
 _ENVELOPE_PATH = re.compile(r"^/api/[0-9]+/envelope/$")
 
 
@@ -41,6 +53,8 @@ class ReceivedBatch:
 
 class _Loopback:
     def __init__(self, port: int = 0) -> None:
+        from pytest_httpserver import HTTPServer
+
         self.server = HTTPServer(LOOPBACK, port, threaded=True)
         self._lock = threading.Lock()
         self._changed = threading.Condition(self._lock)
@@ -137,10 +151,33 @@ class SegmentCollector(_Loopback):
             self._batches.clear()
             self._scripted.clear()
 
+    def integration(self, **options: Any) -> SegmentIntegration:
+        """A SegmentIntegration that sends here (with a test write key unless given)."""
+        from .integration import SegmentIntegration
+
+        options.setdefault("write_key", TEST_WRITE_KEY)
+        return SegmentIntegration(host=self.host, **options)
+
+    def environment(self) -> dict[str, str]:
+        """Environment variables that point ``SegmentIntegration()`` here."""
+        return {"SENTRY_SEGMENT_HOST": self.host, "SENTRY_SEGMENT_WRITE_KEY": TEST_WRITE_KEY}
+
+    def tracked(self, event: Optional[str] = None, **fields: Any) -> list[dict[str, Any]]:
+        """Accepted track messages whose top-level fields (userId=..., ...) match."""
+        return [
+            message
+            for message in self.messages()
+            if message.get("type") == "track"
+            and (event is None or message.get("event") == event)
+            and all(message.get(key) == value for key, value in fields.items())
+        ]
+
     def _accepted_locked(self) -> list[dict[str, Any]]:
         return [m for b in self._batches if 200 <= b.status < 300 for m in b.messages]
 
     def _handle(self, request: Request) -> Response:
+        from werkzeug import Response
+
         raw = _body(request)
         try:
             body = json.loads(raw, parse_constant=_refuse_constant)
@@ -190,6 +227,8 @@ class SentryRecorder(_Loopback):
             self._events.clear()
 
     def _handle(self, request: Request) -> Response:
+        from werkzeug import Response
+
         envelope = Envelope.deserialize(_body(request))
         events = [item.payload.json for item in envelope.items if item.type == "event"]
         with self._changed:
@@ -212,3 +251,23 @@ def _basic_auth_user(request: Request) -> Optional[str]:
     except ValueError:
         return None
     return user
+
+
+if pytest is not None:
+
+    @pytest.fixture
+    def segment_collector() -> Iterator[SegmentCollector]:
+        """A loopback Segment endpoint for this test; aim SegmentIntegration at it with
+        ``segment_collector.integration()`` or the ``segment_environment`` fixture."""
+        with SegmentCollector() as collector:
+            yield collector
+
+    @pytest.fixture
+    def segment_environment(
+        segment_collector: SegmentCollector, monkeypatch: pytest.MonkeyPatch
+    ) -> SegmentCollector:
+        """Sets SENTRY_SEGMENT_HOST and SENTRY_SEGMENT_WRITE_KEY so that an application's own
+        ``SegmentIntegration()`` sends to ``segment_collector``; returns the collector."""
+        for name, value in segment_collector.environment().items():
+            monkeypatch.setenv(name, value)
+        return segment_collector

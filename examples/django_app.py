@@ -1,0 +1,74 @@
+"""Django in one file: users sign in through django.contrib.auth (a trusted header here, with
+RemoteUserMiddleware), and Sentry's Django integration reports request.user.
+
+Run it:
+
+    pip install sentry-segment django
+    export SENTRY_DSN=https://public@o1.ingest.sentry.io/1 SENTRY_SEGMENT_WRITE_KEY=yourKey
+    python examples/django_app.py                      # serves on 127.0.0.1:8000 (PORT=...)
+    curl -H 'X-Remote-User: alice' http://127.0.0.1:8000/checkout
+    # 500, and "Error Captured" with userId = alice's primary key
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+
+import django
+import sentry_sdk
+from django.conf import settings
+
+from sentry_segment import SegmentIntegration
+
+settings.configure(
+    DEBUG=False,
+    ALLOWED_HOSTS=["127.0.0.1", "localhost"],
+    ROOT_URLCONF=__name__,
+    SECRET_KEY=os.environ.get("DJANGO_SECRET_KEY", "example-only-secret"),
+    INSTALLED_APPS=["django.contrib.auth", "django.contrib.contenttypes"],
+    SESSION_ENGINE="django.contrib.sessions.backends.signed_cookies",
+    MIDDLEWARE=[
+        "django.contrib.sessions.middleware.SessionMiddleware",
+        "django.contrib.auth.middleware.AuthenticationMiddleware",
+        f"{__name__}.HeaderRemoteUserMiddleware",
+    ],
+    AUTHENTICATION_BACKENDS=["django.contrib.auth.backends.RemoteUserBackend"],
+    DATABASES={
+        "default": {
+            "ENGINE": "django.db.backends.sqlite3",
+            "NAME": os.path.join(tempfile.gettempdir(), "sentry-segment-django-example.sqlite3"),
+        }
+    },
+)
+# data_collection user_info lets Sentry's Django integration read request.user.
+sentry_sdk.init(
+    dsn=os.environ.get("SENTRY_DSN"),
+    integrations=[SegmentIntegration()],
+    data_collection={"user_info": True},
+)
+django.setup()
+
+from django.contrib.auth.middleware import RemoteUserMiddleware  # noqa: E402
+from django.core.management import call_command, execute_from_command_line  # noqa: E402
+from django.http import HttpRequest, HttpResponse  # noqa: E402
+from django.urls import path  # noqa: E402
+
+
+class HeaderRemoteUserMiddleware(RemoteUserMiddleware):
+    """Signs in the user a trusted proxy names in X-Remote-User (Django's documented way)."""
+
+    header = "HTTP_X_REMOTE_USER"
+
+
+def checkout(request: HttpRequest) -> HttpResponse:
+    raise ValueError(f"the payment provider declined {request.user}'s card")
+
+
+urlpatterns = [path("checkout", checkout)]
+
+if __name__ == "__main__":
+    call_command("migrate", verbosity=0)
+    port = os.environ.get("PORT", "8000")
+    execute_from_command_line([sys.argv[0], "runserver", f"127.0.0.1:{port}", "--noreload"])

@@ -1,0 +1,45 @@
+"""Flask: the signed-in user comes from the session that /login sets.
+
+Run it (a loopback Segment collector stands in for Segment; use your own DSN and key):
+
+    pip install sentry-segment flask
+    export SENTRY_DSN=https://public@o1.ingest.sentry.io/1 SENTRY_SEGMENT_WRITE_KEY=yourKey
+    python examples/flask_app.py                       # serves on 127.0.0.1:5000 (PORT=...)
+    curl -c jar 'http://127.0.0.1:5000/login?user=42'
+    curl -b jar http://127.0.0.1:5000/checkout          # 500, and "Error Captured" for user 42
+"""
+
+from __future__ import annotations
+
+import os
+
+import sentry_sdk
+from flask import Flask, request, session
+
+from sentry_segment import SegmentIntegration
+
+sentry_sdk.init(dsn=os.environ.get("SENTRY_DSN"), integrations=[SegmentIntegration()])
+
+app = Flask(__name__)
+app.secret_key = os.environ.get("FLASK_SECRET_KEY", "example-only-secret")
+
+
+@app.before_request
+def identify_user() -> None:
+    if "user_id" in session:
+        sentry_sdk.set_user({"id": session["user_id"]})
+
+
+@app.route("/login")
+def login() -> str:
+    session["user_id"] = request.args["user"]
+    return "signed in\n"
+
+
+@app.route("/checkout")
+def checkout() -> str:
+    raise ValueError("the payment provider declined the card")
+
+
+if __name__ == "__main__":
+    app.run(host="127.0.0.1", port=int(os.environ.get("PORT", "5000")))

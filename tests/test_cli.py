@@ -1,0 +1,135 @@
+"""The sentry-segment command, run as a real process against a loopback collector."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from sentry_segment.testing import SegmentCollector
+
+KEY = "wk_CliTestKey_0123456789"
+OTHER = "wk_CliOtherKey_9876543210"
+COMMAND = Path(sys.executable).parent / "sentry-segment"
+
+
+def run(*args: str, **environment: str) -> subprocess.CompletedProcess[str]:
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("SENTRY_SEGMENT_")}
+    environ.update(environment)
+    return subprocess.run(
+        [str(COMMAND), *args], check=False, env=environ, capture_output=True, text=True, timeout=60
+    )
+
+
+def test_check_prints_the_effective_configuration_with_keys_masked() -> None:
+    projects = json.dumps({"7": {"write_key": OTHER}, "8": {"enabled": False}})
+    done = run(
+        "check",
+        SENTRY_SEGMENT_WRITE_KEY=KEY,
+        SENTRY_SEGMENT_REGION="eu",
+        SENTRY_SEGMENT_PROJECTS=projects,
+    )
+    assert done.returncode == 0, done.stderr
+    printed = json.loads(done.stdout.split("configuration OK")[0])
+    assert printed["host"] == "https://events.eu1.segmentapis.com"
+    assert printed["write_key"] == "****6789"
+    assert printed["effective_per_project"] == {
+        "7": {"enabled": True, "write_key": "****3210"},
+        "8": {"enabled": False, "write_key": "****6789"},
+    }
+    assert KEY not in done.stdout + done.stderr
+    assert OTHER not in done.stdout + done.stderr
+
+
+@pytest.mark.parametrize(
+    ("environment", "variable"),
+    [
+        ({}, "SENTRY_SEGMENT_WRITE_KEY"),
+        (
+            {"SENTRY_SEGMENT_WRITE_KEY": KEY, "SENTRY_SEGMENT_PROJECTS": "{oops"},
+            "SENTRY_SEGMENT_PROJECTS",
+        ),
+        (
+            {"SENTRY_SEGMENT_WRITE_KEY": KEY, "SENTRY_SEGMENT_RATE_LIMIT": KEY},
+            "SENTRY_SEGMENT_RATE_LIMIT",
+        ),
+    ],
+)
+def test_check_fails_with_one_line_naming_the_variable(
+    environment: dict[str, str], variable: str
+) -> None:
+    done = run("check", **environment)
+    assert done.returncode == 2
+    assert variable in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1
+    assert "Traceback" not in done.stderr
+    assert KEY not in done.stderr
+
+
+def test_send_test_event_posts_one_error_captured_and_reports_the_status(
+    segment_collector: SegmentCollector,
+) -> None:
+    done = run(
+        "send-test-event",
+        "--user-id",
+        "42",
+        SENTRY_SEGMENT_WRITE_KEY=KEY,
+        SENTRY_SEGMENT_HOST=segment_collector.host,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "HTTP 200" in done.stdout
+    [message] = segment_collector.tracked("Error Captured", userId="42")
+    assert message["properties"]["exceptionType"] == "ValueError"
+    assert message["messageId"] == message["properties"]["eventId"]
+    assert message["messageId"] in done.stdout
+    assert segment_collector.batches()[0].write_key == KEY
+    assert KEY not in done.stdout + done.stderr
+
+
+def test_send_test_event_uses_the_projects_override(segment_collector: SegmentCollector) -> None:
+    projects = json.dumps({"7": {"write_key": OTHER}, "8": {"enabled": False}})
+    environment = {
+        "SENTRY_SEGMENT_WRITE_KEY": KEY,
+        "SENTRY_SEGMENT_HOST": segment_collector.host,
+        "SENTRY_SEGMENT_PROJECTS": projects,
+    }
+    assert run("send-test-event", "--project", "7", **environment).returncode == 0
+    assert [batch.write_key for batch in segment_collector.batches()] == [OTHER]
+    disabled = run("send-test-event", "--project", "8", **environment)
+    assert disabled.returncode == 1
+    assert "disabled" in disabled.stderr
+
+
+def test_send_test_event_fails_when_segment_refuses_or_is_unreachable(
+    segment_collector: SegmentCollector,
+) -> None:
+    segment_collector.respond_next(1, 401)
+    refused = run(
+        "send-test-event", SENTRY_SEGMENT_WRITE_KEY=KEY, SENTRY_SEGMENT_HOST=segment_collector.host
+    )
+    assert refused.returncode == 1
+    assert "401" in refused.stderr
+    unreachable = run(
+        "send-test-event",
+        SENTRY_SEGMENT_WRITE_KEY=KEY,
+        SENTRY_SEGMENT_HOST="http://127.0.0.1:9",
+        SENTRY_SEGMENT_TIMEOUT="2",
+    )
+    assert unreachable.returncode == 1
+    assert "did not accept" in unreachable.stderr
+    assert KEY not in refused.stdout + refused.stderr + unreachable.stdout + unreachable.stderr
+
+
+def test_python_dash_m_runs_the_demo() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "sentry_segment", "demo"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    assert done.stdout.count('"event": "Error Captured"') == 2
