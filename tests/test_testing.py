@@ -1,0 +1,44 @@
+"""The pytest plugin, as an application's own test suite would use it."""
+
+from __future__ import annotations
+
+import pytest
+
+pytest_plugins = ["pytester"]
+
+USERS_TEST = '''
+import sentry_sdk
+from sentry_segment import SegmentIntegration
+
+
+def test_a_failing_request_forwards_error_captured_for_user_42(segment_environment):
+    integration = SegmentIntegration()  # configured from the environment, as in production
+    sentry_sdk.init(integrations=[integration], dsn="http://public@127.0.0.1:9/1")
+    sentry_sdk.set_user({"id": 42})
+    try:
+        raise KeyError("cart")
+    except KeyError:
+        sentry_sdk.capture_exception()
+    sentry_sdk.flush(timeout=5)
+    [message] = segment_environment.tracked("Error Captured", userId="42")
+    assert message["properties"]["exceptionType"] == "KeyError"
+
+
+def test_an_explicit_integration(segment_collector):
+    integration = segment_collector.integration(event_name="Backend Error")
+    sentry_sdk.init(integrations=[integration], dsn="http://public@127.0.0.1:9/1")
+    sentry_sdk.set_user({"id": 7})
+    try:
+        raise ValueError("x")
+    except ValueError:
+        sentry_sdk.capture_exception()
+    assert integration.flush(timeout=5)
+    assert [m["userId"] for m in segment_collector.tracked("Backend Error")] == ["7"]
+    assert segment_collector.tracked("Error Captured") == []
+'''
+
+
+def test_the_plugin_is_registered_and_its_fixtures_work(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(test_users_app=USERS_TEST)
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
+    result.assert_outcomes(passed=2)
