@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-dev
 
-SOURCES := $(wildcard $(SOURCES))
+SOURCES := $(wildcard sentry_segment tests examples benchmarks)
 
 .PHONY: demo test lint format fuzz bench clean
 

@@ -78,14 +78,7 @@ def send_test_event(user_id: str, project: Optional[str], out: TextIO) -> int:
     track = payload.build_track(sample_event(user_id), options.event_name)
     # A client that never sends prepares the message exactly as delivery does.
     preparer = Client(write_key=str(destination.write_key), send=False)
-    _, message = preparer.track(
-        user_id=track.user_id,
-        event=track.event,
-        properties=track.properties,
-        context=dict(track.context),
-        timestamp=track.timestamp,
-        message_id=track.message_id,
-    )
+    _, message = preparer.track(**track.track_arguments())
     print(f"POST {destination.host}/v1/batch", file=out)
     print(json.dumps(message, indent=2, sort_keys=True, default=str), file=out)
     try:

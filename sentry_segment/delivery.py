@@ -71,14 +71,7 @@ class Sink:
             self._owners.setdefault(track.message_id, []).append(owner)
         owner.add("forwarded")
         try:
-            queued, _ = self.client.track(
-                user_id=track.user_id,
-                event=track.event,
-                properties=track.properties,
-                context=dict(track.context),
-                timestamp=track.timestamp,
-                message_id=track.message_id,
-            )
+            queued, _ = self.client.track(**track.track_arguments())
         except Exception as error:
             # The error's text would quote the whole message: name its type only.
             logger.warning("sentry-segment: Segment's client refused a message: %s", type(error))

@@ -32,6 +32,17 @@ class Track:
     timestamp: datetime
     message_id: str
 
+    def track_arguments(self) -> dict[str, Any]:
+        """Keyword arguments for Segment's ``Client.track`` (which adds to the context it gets)."""
+        return {
+            "user_id": self.user_id,
+            "event": self.event,
+            "properties": self.properties,
+            "context": dict(self.context),
+            "timestamp": self.timestamp,
+            "message_id": self.message_id,
+        }
+
     def as_message(self) -> dict[str, Any]:
         """The fields as Segment's HTTP API names them (what the collector receives)."""
         return {

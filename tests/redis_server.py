@@ -11,11 +11,7 @@ from typing import Optional
 
 import pytest
 
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
+from .support import free_port
 
 
 def require_redis_server() -> str:

@@ -19,13 +19,9 @@ from typing import Optional
 
 from sentry_segment.testing import SegmentCollector, SentryRecorder
 
+from .support import free_port
+
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 @contextmanager

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import textwrap
 
 from .conftest import WRITE_KEY
+from .support import free_port
 
 FLOOD_SCRIPT = textwrap.dedent(
     """
@@ -62,18 +62,12 @@ FLOOD_SCRIPT = textwrap.dedent(
 )
 
 
-def refused_address() -> str:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return f"127.0.0.1:{probe.getsockname()[1]}"
-
-
 def test_a_flood_with_segment_unreachable_stays_bounded_and_counted() -> None:
     environ = {
         **os.environ,
         "SENTRY_SEGMENT_WRITE_KEY": WRITE_KEY,
-        "SENTRY_SEGMENT_HOST": f"http://{refused_address()}",
-        "TEST_DSN": f"http://public@{refused_address()}/1",
+        "SENTRY_SEGMENT_HOST": f"http://127.0.0.1:{free_port()}",
+        "TEST_DSN": f"http://public@127.0.0.1:{free_port()}/1",
     }
     finished = subprocess.run(
         [sys.executable, "-c", FLOOD_SCRIPT, "100000"],

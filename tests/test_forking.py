@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import textwrap
@@ -20,6 +19,7 @@ import pytest
 from sentry_segment.testing import SegmentCollector, SentryRecorder
 
 from .conftest import WRITE_KEY
+from .support import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -40,12 +40,6 @@ def delivered_user_ids(segment: SegmentCollector, count: int) -> Counter[str]:
     messages = segment.wait_for_messages(count, timeout=20)
     assert len({m["messageId"] for m in messages}) == len(messages)
     return Counter(m["userId"] for m in messages)
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def wait_for_http(url: str, timeout: float = 20) -> None:

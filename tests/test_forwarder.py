@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import copy
 import json
-import math
 from typing import Any
 
 import pytest
@@ -19,6 +18,7 @@ from sentry_segment.payload import MAX_MESSAGE_BYTES
 from sentry_segment.testing import SegmentCollector
 
 from .conftest import WRITE_KEY
+from .support import same
 
 scalars = (
     st.none()
@@ -64,17 +64,6 @@ events = st.fixed_dictionaries(
         7: values,
     },
 )
-
-
-def same(left: Any, right: Any) -> bool:
-    """Deep equality where NaN equals NaN (the copy of a NaN is not == to it)."""
-    if isinstance(left, float) and isinstance(right, float) and math.isnan(left):
-        return math.isnan(right)
-    if isinstance(left, dict) and isinstance(right, dict):
-        return left.keys() == right.keys() and all(same(left[k], right[k]) for k in left)
-    if isinstance(left, list) and isinstance(right, list):
-        return len(left) == len(right) and all(map(same, left, right))
-    return bool(left == right)
 
 
 @pytest.mark.filterwarnings("ignore:Generating overly large repr")

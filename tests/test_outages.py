@@ -4,7 +4,6 @@ every event is delivered exactly once after recovery, and losses are counted and
 from __future__ import annotations
 
 import logging
-import socket
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -16,6 +15,7 @@ from sentry_segment import stats as stats_module
 from sentry_segment.testing import SegmentCollector, SentryRecorder
 
 from .conftest import InitSentry, raise_and_capture
+from .support import free_port
 
 
 def capture_errors(count: int) -> list[str]:
@@ -28,12 +28,6 @@ def assert_delivered_exactly_once(collector: SegmentCollector, event_ids: list[s
     accepted = Counter(message["messageId"] for message in collector.messages())
     assert sorted(accepted) == sorted(event_ids)
     assert sum(accepted.values()) == len(event_ids)
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 @pytest.fixture

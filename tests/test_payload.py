@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import copy
 import json
-import math
 from datetime import datetime, timezone
 from typing import Any
 
@@ -20,6 +19,8 @@ from sentry_segment.payload import (
     relevant_parts,
     user_id,
 )
+
+from .support import same
 
 EVENT: dict[str, Any] = {
     "event_id": "002c8bbde8324dae9f12a0b96f5b1e51",
@@ -241,15 +242,4 @@ def test_any_event_gives_valid_json_under_32kb_and_stays_unchanged(
     encoded = json.dumps(track.as_message(), allow_nan=False)
     assert len(encoded.encode()) < MAX_MESSAGE_BYTES - 1024
     encoded.encode("utf-8")
-    assert _same(event, original)
-
-
-def _same(left: Any, right: Any) -> bool:
-    """Equality that treats NaN as equal to itself, for comparing deep copies."""
-    if isinstance(left, float) and isinstance(right, float) and math.isnan(left):
-        return math.isnan(right)
-    if isinstance(left, dict) and isinstance(right, dict):
-        return left.keys() == right.keys() and all(_same(left[k], right[k]) for k in left)
-    if isinstance(left, list) and isinstance(right, list):
-        return len(left) == len(right) and all(map(_same, left, right))
-    return bool(left == right)
+    assert same(event, original)

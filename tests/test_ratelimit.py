@@ -19,6 +19,8 @@ from sentry_segment.ratelimit import STORAGE_RETRY_SECONDS, RateLimit
 from sentry_segment.stats import Stats
 from sentry_segment.testing import SegmentCollector
 
+from .support import free_port
+
 
 def limit_of(text: str) -> RateLimit:
     return RateLimit(tuple(parse_many(text)), Stats())
@@ -135,7 +137,7 @@ def test_four_processes_share_one_limit_through_redis(
         "SENTRY_SEGMENT_WRITE_KEY": "wk_FleetTest_0123456789",
         "SENTRY_SEGMENT_HOST": segment.host,
         "SENTRY_SEGMENT_RATE_LIMIT_STORAGE": redis_server.uri,
-        "TEST_DSN": f"http://public@{socket_refused()}/1",
+        "TEST_DSN": f"http://public@127.0.0.1:{free_port()}/1",
         "TEST_START_AT": str(time.time() + 4),
     }
     processes = [
@@ -148,11 +150,3 @@ def test_four_processes_share_one_limit_through_redis(
     assert all(report["rate_limit_fallback"] == 0 for report in reports)
     assert 150 * 0.95 <= forwarded <= 150 * 1.05
     assert len(segment.wait_for_messages(forwarded)) == forwarded
-
-
-def socket_refused() -> str:
-    import socket
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return f"127.0.0.1:{probe.getsockname()[1]}"

@@ -6,7 +6,7 @@ import pytest
 
 pytest_plugins = ["pytester"]
 
-USERS_TEST = '''
+USERS_TEST = """
 import sentry_sdk
 from sentry_segment import SegmentIntegration
 
@@ -35,7 +35,7 @@ def test_an_explicit_integration(segment_collector):
     assert integration.flush(timeout=5)
     assert [m["userId"] for m in segment_collector.tracked("Backend Error")] == ["7"]
     assert segment_collector.tracked("Error Captured") == []
-'''
+"""
 
 
 def test_the_plugin_is_registered_and_its_fixtures_work(pytester: pytest.Pytester) -> None:
