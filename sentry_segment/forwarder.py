@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import queue
 import threading
 import time
 import uuid
 import weakref
+from collections import deque
 from collections.abc import Mapping
 from typing import Any, Optional
 
@@ -22,10 +22,12 @@ from .stats import Stats
 
 # An idle worker thread exits after this long; the next event starts a new one.
 IDLE_SECONDS = 30.0
-# The worker waits this long after the first event before it takes what has queued since:
-# a few long turns at the GIL instead of one short turn per event, so captures in between
-# run undisturbed and the threads wake far less often (see the README's benchmarks).
+# The worker takes what has queued once per this interval: a few long turns at the GIL
+# instead of a wake-up per event, and nothing on the capturing thread but an append
+# (see the README's benchmarks). Events wait for it at most this long.
 LINGER_SECONDS = 0.1
+# How often flush() looks whether the worker is done.
+FLUSH_POLL_SECONDS = 0.005
 # Events the worker takes off the queue at once, and decides with one rate-limit round trip.
 BATCH_SIZE = 1000
 
@@ -42,9 +44,11 @@ class Forwarder:
         _live_forwarders.add(self)
 
     def _reset(self) -> None:
-        self._queue: queue.Queue[tuple[Mapping[str, Any], Route]] = queue.Queue(
-            self.options.max_queue_size
-        )
+        # A deque, not a queue.Queue: append and popleft are atomic and cost the capturing
+        # thread no lock and no wake-up; the bound is checked before appending, so it may be
+        # passed by at most one event per thread racing on it.
+        self._pending: deque[tuple[Mapping[str, Any], Route]] = deque()
+        self._busy = False
         self._lock = threading.Lock()
         self._worker_running = False
         self._rate_limit = RateLimit(
@@ -69,17 +73,22 @@ class Forwarder:
         if payload.user_id(event) is None:
             self.stats.add("skipped_no_user")
             return
-        try:
-            self._queue.put_nowait((payload.relevant_parts(event), destination))
-        except queue.Full:
+        if len(self._pending) >= self.options.max_queue_size:
             self.stats.add("dropped_queue_full")
             return
+        self._pending.append((payload.relevant_parts(event), destination))
         if not self._worker_running:
             self._start_worker()
 
     def flush(self, deadline: float) -> bool:
         """Wait until queued events reached Segment (or failed), at most until deadline."""
-        done = delivery.drain(self._queue, deadline)
+        # _busy is set before the worker takes events off the deque and cleared once they are
+        # handed to Segment's client, so "empty and not busy" means all were handed over.
+        while self._pending or self._busy:
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(FLUSH_POLL_SECONDS)
+        done = True
         for sink in list(self._sinks):
             done = sink.wait_until_sent(deadline) and done
         return done
@@ -92,27 +101,26 @@ class Forwarder:
             threading.Thread(target=self._work, name="sentry-segment", daemon=True).start()
 
     def _work(self) -> None:
-        work = self._queue
+        pending = self._pending
+        idle_since = time.monotonic()
         while True:
-            try:
-                batch = [work.get(timeout=IDLE_SECONDS)]
-            except queue.Empty:
+            time.sleep(LINGER_SECONDS)
+            if not pending:
+                if time.monotonic() - idle_since < IDLE_SECONDS:
+                    continue
                 with self._lock:
-                    if work.empty():
+                    if not pending:
                         self._worker_running = False
                         return
-                continue
-            time.sleep(LINGER_SECONDS)
-            while len(batch) < BATCH_SIZE:
-                try:
-                    batch.append(work.get_nowait())
-                except queue.Empty:
-                    break
+            self._busy = True
             try:
-                self._forward(batch)
+                while pending:
+                    batch = [pending.popleft() for _ in range(min(BATCH_SIZE, len(pending)))]
+                    with capture_internal_exceptions():
+                        self._forward(batch)
             finally:
-                for _ in batch:
-                    work.task_done()
+                self._busy = False
+            idle_since = time.monotonic()
 
     def _forward(self, batch: list[tuple[Mapping[str, Any], Route]]) -> None:
         """Decide a whole batch per organization in one round trip, then queue the allowed."""
