@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import threading
 import time
 from collections.abc import Mapping, MutableMapping
@@ -12,7 +13,7 @@ import wrapt
 from sentry_sdk.client import _Client
 from sentry_sdk.integrations import Integration
 from sentry_sdk.integrations.logging import ignore_logger
-from sentry_sdk.utils import capture_internal_exceptions
+from sentry_sdk.utils import capture_internal_exception, capture_internal_exceptions
 
 from . import config, payload
 from .delivery import SEGMENT_LOGGER
@@ -126,22 +127,27 @@ def _capture_event(wrapped: Callable[..., Any], instance: Any, args: Any, kwargs
     integration = instance.get_integration(SegmentIntegration)
     if integration is None:
         return wrapped(*args, **kwargs)
-    with capture_internal_exceptions():
-        _chain_before_send(instance.options)
+    options = instance.options
+    if not isinstance(options.get("before_send"), SentEventRecorder):
+        with capture_internal_exceptions():
+            _chain_before_send(options)
     slot = _SentEvent()
     token = _sent_event.set(slot)
     try:
         event_id = wrapped(*args, **kwargs)
     finally:
         _sent_event.reset(token)
-    with capture_internal_exceptions():
+    # A plain try (not capture_internal_exceptions()) keeps this path lean for every capture.
+    try:
         forwarder: Forwarder = integration._forwarder
         if event_id is None:
             event = kwargs.get("event", args[0] if args else None)
             if isinstance(event, dict) and payload.is_error(event):
                 forwarder.stats.add("skipped_not_sent")
         elif slot.event is not None:
-            forwarder.offer(slot.event, instance.options.get("dsn"))
+            forwarder.offer(slot.event, options.get("dsn"))
+    except Exception:
+        capture_internal_exception(sys.exc_info())
     return event_id
 
 
