@@ -80,17 +80,38 @@ def user_id(event: Mapping[str, Any]) -> Optional[str]:
 
 
 def relevant_parts(event: Mapping[str, Any]) -> dict[str, Any]:
-    """The few parts of an event that build_track reads, so a queue need not hold whole events."""
-    parts: dict[str, Any] = {key: event.get(key) for key in _TOP_LEVEL_KEYS}
-    parts["user"] = _pick(event.get("user"), ("id", "ip_address"))
-    parts["request"] = _pick(event.get("request"), ("url", "method", "query_string", "headers"))
-    values = _mapping(event.get("exception")).get("values")
-    if isinstance(values, list) and values:
-        parts["exception"] = {"values": [_pick(values[0], ("type",))]}
-    return parts
+    """The few parts of an event that build_track reads, so a queue need not hold whole events.
 
-
-_TOP_LEVEL_KEYS = ("event_id", "timestamp", "level", "environment", "release", "transaction")
+    Runs on the capturing thread, hence literals rather than loops.
+    """
+    get = event.get
+    user = get("user")
+    request = get("request")
+    exception = get("exception")
+    values = exception.get("values") if isinstance(exception, dict) else None
+    first = values[0] if isinstance(values, list) and values else None
+    return {
+        "event_id": get("event_id"),
+        "timestamp": get("timestamp"),
+        "level": get("level"),
+        "environment": get("environment"),
+        "release": get("release"),
+        "transaction": get("transaction"),
+        "user": {"id": user.get("id"), "ip_address": user.get("ip_address")}
+        if isinstance(user, dict)
+        else user,
+        "request": {
+            "url": request.get("url"),
+            "method": request.get("method"),
+            "query_string": request.get("query_string"),
+            "headers": request.get("headers"),
+        }
+        if isinstance(request, dict)
+        else request,
+        "exception": {"values": [{"type": first.get("type")} if isinstance(first, dict) else first]}
+        if first is not None
+        else None,
+    }
 
 
 def build_track(event: Mapping[str, Any], event_name: str) -> Track:
