@@ -5,6 +5,7 @@
 3. forwarded events per second one process sustains to a loopback collector, limit off
 4. peak RSS after 100,000 captured errors, with / without the integration
 5. with Redis storage: the latency ratios of (1), and the fleet's accuracy
+6. instructions per capture on the capturing thread, with / without (callgrind, repeatable)
 
     .venv/bin/python benchmarks/run.py [--quick]
 """
@@ -26,6 +27,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from common import external_collector
+from instructions import per_capture
 from latency import WRITE_KEY, LatencyRow, capture_once, latency_rows, make_client
 
 from sentry_segment import SegmentIntegration
@@ -257,6 +259,20 @@ def main() -> None:
                 )
         finally:
             redis.stop()
+
+    counts = per_capture(50 if quick else 200)
+    if counts is None:
+        rows.append(("6. instructions per capture", "skipped: no valgrind", ""))
+    else:
+        for path, integrated in (("forwarded", "forwarded"), ("skipped", "skipped, no user")):
+            with_, without = counts[integrated], counts[f"{path}, baseline"]
+            rows.append(
+                (
+                    f"6. capturing-thread instructions, {path}",
+                    f"{with_:,.0f} vs {without:,.0f}: **x{with_ / without:.4f}**",
+                    "callgrind, repeatable; the worker's threads not included",
+                )
+            )
 
     print(f"Machine: {machine()}\n")
     print("| measure | result | note |")
