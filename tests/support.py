@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import math
 import socket
+from pathlib import Path
 from typing import Any
+
+from hypothesis import strategies as st
 
 
 def free_port() -> int:
@@ -23,3 +26,28 @@ def same(left: Any, right: Any) -> bool:
     if isinstance(left, list) and isinstance(right, list):
         return len(left) == len(right) and all(map(same, left, right))
     return bool(left == right)
+
+
+ROOT = str(Path(__file__).resolve().parent.parent)
+
+# Arbitrary JSON-ish values, and the awkward ones an event can carry: lone surrogates, huge
+# strings, NaN and infinity, bytes, non-string keys.
+untrusted_scalars = (
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats()
+    | st.text()
+    | st.binary(max_size=20)
+    | st.sampled_from(
+        [0, "", "\ud800", "\ud800\udfff", "x" * 50_000, "\u2603" * 20_000, math.nan, math.inf]
+    )
+)
+untrusted_values = st.recursive(
+    untrusted_scalars,
+    lambda inner: (
+        st.lists(inner, max_size=4)
+        | st.dictionaries(st.text(max_size=8) | st.integers() | st.booleans(), inner, max_size=4)
+    ),
+    max_leaves=25,
+)

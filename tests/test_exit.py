@@ -16,11 +16,13 @@ import pytest
 from sentry_segment.testing import SegmentCollector, SentryRecorder
 
 from .conftest import WRITE_KEY
+from .support import ROOT
 
 SCRIPT = textwrap.dedent(
     """
     import os, sentry_sdk
     from sentry_segment import SegmentIntegration
+    from tests.apps.errors import capture_error
 
     sentry_sdk.init(
         dsn=os.environ["TEST_DSN"],
@@ -28,12 +30,7 @@ SCRIPT = textwrap.dedent(
         integrations=[SegmentIntegration()],
     )
     for number in range(int(os.environ["TEST_ERRORS"])):
-        with sentry_sdk.new_scope() as scope:
-            scope.set_user({"id": number})
-            try:
-                raise ValueError(number)
-            except ValueError:
-                sentry_sdk.capture_exception()
+        capture_error(number)
     """
 )
 
@@ -47,6 +44,7 @@ def run_script(host: str, dsn: str, errors: int, shutdown_timeout: float) -> flo
         "TEST_DSN": dsn,
         "TEST_ERRORS": str(errors),
         "TEST_SHUTDOWN_TIMEOUT": str(shutdown_timeout),
+        "PYTHONPATH": ROOT,
     }
     started = time.monotonic()
     subprocess.run([sys.executable, "-c", SCRIPT], env=environ, check=True, timeout=60)
@@ -93,7 +91,7 @@ def silent_host() -> Iterator[str]:
 
 def baseline_exit_seconds(dsn: str) -> float:
     """How long the same script takes with forwarding disabled, imports included."""
-    environ = {**os.environ, "SENTRY_SEGMENT_ENABLED": "false", "TEST_DSN": dsn}
+    environ = {**os.environ, "SENTRY_SEGMENT_ENABLED": "false", "TEST_DSN": dsn, "PYTHONPATH": ROOT}
     environ.update(TEST_ERRORS="5", TEST_SHUTDOWN_TIMEOUT="2")
     started = time.monotonic()
     subprocess.run([sys.executable, "-c", SCRIPT], env=environ, check=True, timeout=60)

@@ -9,13 +9,14 @@ import sys
 import textwrap
 
 from .conftest import WRITE_KEY
-from .support import free_port
+from .support import ROOT, free_port
 
 FLOOD_SCRIPT = textwrap.dedent(
     """
     import json, os, sys, threading, time
     import sentry_sdk
     from sentry_segment import SegmentIntegration
+    from tests.apps.errors import capture_error as capture
 
     def rss_mb():
         with open("/proc/self/status") as status:
@@ -26,14 +27,6 @@ FLOOD_SCRIPT = textwrap.dedent(
     THREADS, PER_THREAD = 8, int(sys.argv[1]) // 8
     integration = SegmentIntegration(rate_limit="1000000/second", max_queue_size=2000)
     sentry_sdk.init(dsn=os.environ["TEST_DSN"], integrations=[integration])
-
-    def capture(number):
-        with sentry_sdk.new_scope() as scope:
-            scope.set_user({"id": number})
-            try:
-                raise ValueError(number)
-            except ValueError:
-                sentry_sdk.capture_exception()
 
     for number in range(3000):
         capture(number)
@@ -68,6 +61,7 @@ def test_a_flood_with_segment_unreachable_stays_bounded_and_counted() -> None:
         "SENTRY_SEGMENT_WRITE_KEY": WRITE_KEY,
         "SENTRY_SEGMENT_HOST": f"http://127.0.0.1:{free_port()}",
         "TEST_DSN": f"http://public@127.0.0.1:{free_port()}/1",
+        "PYTHONPATH": ROOT,
     }
     finished = subprocess.run(
         [sys.executable, "-c", FLOOD_SCRIPT, "100000"],

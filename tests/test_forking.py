@@ -98,16 +98,11 @@ FORK_SCRIPT = textwrap.dedent(
     """
     import os, sys, multiprocessing, sentry_sdk
     from sentry_segment import SegmentIntegration
+    from tests.apps.errors import capture_error
 
     sentry_sdk.init(dsn=os.environ["TEST_DSN"], integrations=[SegmentIntegration()])
 
-    def capture(user_id):
-        with sentry_sdk.new_scope() as scope:
-            scope.set_user({"id": user_id})
-            try:
-                raise ValueError(user_id)
-            except ValueError:
-                sentry_sdk.capture_exception()
+    capture = capture_error
 
     def task(number):
         capture(f"pool-{number}")

@@ -18,25 +18,9 @@ from sentry_segment.payload import MAX_MESSAGE_BYTES
 from sentry_segment.testing import SegmentCollector
 
 from .conftest import WRITE_KEY
-from .support import same
+from .support import same, untrusted_values
 
-scalars = (
-    st.none()
-    | st.booleans()
-    | st.integers()
-    | st.floats()
-    | st.text()
-    | st.binary(max_size=16)
-    | st.sampled_from([0, "", "\ud800\udfff", "x" * 50_000, float("nan"), float("inf")])
-)
-values = st.recursive(
-    scalars,
-    lambda inner: (
-        st.lists(inner, max_size=3)
-        | st.dictionaries(st.text(max_size=6) | st.integers() | st.booleans(), inner, max_size=3)
-    ),
-    max_leaves=20,
-)
+values = untrusted_values
 users = st.fixed_dictionaries(
     {"id": st.integers() | st.text(min_size=1) | values},
     optional={"ip_address": values, "email": values},

@@ -20,7 +20,7 @@ from sentry_segment.payload import (
     user_id,
 )
 
-from .support import same
+from .support import same, untrusted_values
 
 EVENT: dict[str, Any] = {
     "event_id": "002c8bbde8324dae9f12a0b96f5b1e51",
@@ -183,23 +183,7 @@ def test_building_never_changes_the_event() -> None:
     assert event == EVENT
 
 
-scalars = (
-    st.none()
-    | st.booleans()
-    | st.integers()
-    | st.floats()
-    | st.text()
-    | st.binary(max_size=20)
-    | st.sampled_from(["\ud800", "x" * 40_000, "\u2603" * 20_000])
-)
-values = st.recursive(
-    scalars,
-    lambda children: (
-        st.lists(children, max_size=4)
-        | st.dictionaries(st.text(max_size=8) | st.integers(), children, max_size=4)
-    ),
-    max_leaves=25,
-)
+values = untrusted_values
 keys = st.sampled_from(
     [
         "event_id",

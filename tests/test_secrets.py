@@ -10,12 +10,15 @@ import textwrap
 
 from sentry_segment.testing import SegmentCollector, SentryRecorder
 
+from .support import ROOT
+
 SECRET = "wk_NeverPrintMe_0123456789abcdef"
 
 SCRIPT = textwrap.dedent(
     """
     import logging, os, sentry_sdk
     from sentry_segment import ConfigurationError, SegmentIntegration
+    from tests.apps.errors import capture_error
 
     logging.basicConfig(level=logging.DEBUG)
     logging.getLogger("segment").setLevel(logging.DEBUG)
@@ -23,12 +26,7 @@ SCRIPT = textwrap.dedent(
     sentry_sdk.init(dsn=os.environ["TEST_DSN"], integrations=[integration], debug=True)
     print(repr(integration), str(integration), integration.options, integration.options.describe())
     for number in range(6):
-        with sentry_sdk.new_scope() as scope:
-            scope.set_user({"id": number})
-            try:
-                raise ValueError(number)
-            except ValueError:
-                sentry_sdk.capture_exception()
+        capture_error(number)
         sentry_sdk.flush(timeout=5)
     print(integration.stats())
     for bad in ({"projects": {"1": {"write_key": os.environ["SENTRY_SEGMENT_WRITE_KEY"] + "!"}}},
@@ -52,6 +50,7 @@ def test_the_write_key_never_appears_in_any_output(
         "SENTRY_SEGMENT_WRITE_KEY": SECRET,
         "SENTRY_SEGMENT_HOST": segment.host,
         "TEST_DSN": sentry.dsn(),
+        "PYTHONPATH": ROOT,
     }
     finished = subprocess.run(
         [sys.executable, "-c", SCRIPT],
