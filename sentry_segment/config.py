@@ -320,7 +320,7 @@ def resolve(
             timeout=timeout,
             max_retries=max_retries,
             rate_limit_storage=rate_limit_storage,
-            environ=env,
+            env=env,
         )
     except ConfigurationError as error:
         # A value echoed by the message may be a write key given to the wrong option.
@@ -344,10 +344,8 @@ def _resolve(
     timeout: Any,
     max_retries: Any,
     rate_limit_storage: Any,
-    environ: Mapping[str, str],
+    env: Mapping[str, str],
 ) -> Options:
-    env = environ
-
     enabled_value, _ = _pick("enabled", enabled, env)
     is_enabled = True if enabled_value is None else _bool("enabled", enabled_value)
 

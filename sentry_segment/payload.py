@@ -202,12 +202,6 @@ def _mapping(value: Any) -> Mapping[str, Any]:
     return value if isinstance(value, dict) else {}
 
 
-def _pick(value: Any, keys: tuple[str, ...]) -> Any:
-    if not isinstance(value, dict):
-        return value
-    return {key: value[key] for key in keys if key in value}
-
-
 def _clean(value: str) -> str:
     """Replace what cannot be encoded as UTF-8 (lone surrogates) so the JSON stays valid."""
     if value.isascii():
