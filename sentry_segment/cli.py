@@ -14,7 +14,7 @@ from typing import Any, Optional, TextIO
 from . import __version__, payload
 from .config import ConfigurationError, Options, mask, resolve
 from .delivery import redact
-from .routing import route
+from .routing import project_route
 
 TEST_EVENT_NAME_NOTE = "sent by `sentry-segment send-test-event`"
 
@@ -25,7 +25,7 @@ def _effective(options: Options) -> dict[str, Any]:
         described["effective_per_project"] = {
             project: {"enabled": destination.enabled, "write_key": mask(destination.write_key)}
             for project in options.projects
-            for destination in [route(options, f"http://key@host/{project}")]
+            for destination in [project_route(options, project)]
         }
     return described
 
@@ -70,7 +70,7 @@ def send_test_event(user_id: str, project: Optional[str], out: TextIO) -> int:
     from segment.analytics.request import post
 
     options = resolve()
-    destination = route(options, f"http://key@host/{project}" if project else None)
+    destination = project_route(options, project or "")
     if destination.write_key is None or not destination.enabled:
         print(f"sentry-segment: forwarding is disabled for project {project}", file=sys.stderr)
         return 1

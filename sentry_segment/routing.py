@@ -40,8 +40,13 @@ def parse_dsn(dsn: Optional[str]) -> tuple[str, str]:
 
 
 def route(options: Options, dsn: Optional[str]) -> Route:
-    """The organization configuration shallow-merged with the project's override."""
+    """Where the events of the DSN's project go."""
     project, organization = parse_dsn(dsn)
+    return project_route(options, project, organization)
+
+
+def project_route(options: Options, project: str, organization: str = "") -> Route:
+    """The organization configuration shallow-merged with the project's override."""
     override = options.projects.get(project)
     enabled = options.enabled
     write_key = options.write_key
