@@ -47,7 +47,7 @@ class Forwarder:
         # A deque, not a queue.Queue: append and popleft are atomic and cost the capturing
         # thread no lock and no wake-up; the bound is checked before appending, so it may be
         # passed by at most one event per thread racing on it.
-        self._pending: deque[tuple[Mapping[str, Any], Route]] = deque()
+        self._pending: deque[tuple[payload.ErrorFields, Route]] = deque()
         self._busy = False
         self._lock = threading.Lock()
         self._worker_running = False
@@ -76,7 +76,7 @@ class Forwarder:
         if len(self._pending) >= self.options.max_queue_size:
             self.stats.add("dropped_queue_full")
             return
-        self._pending.append((payload.relevant_parts(event), destination))
+        self._pending.append((payload.error_fields(event), destination))
         if not self._worker_running:
             self._start_worker()
 
@@ -122,23 +122,23 @@ class Forwarder:
                 self._busy = False
             idle_since = time.monotonic()
 
-    def _forward(self, batch: list[tuple[Mapping[str, Any], Route]]) -> None:
+    def _forward(self, batch: list[tuple[payload.ErrorFields, Route]]) -> None:
         """Decide a whole batch per organization in one round trip, then queue the allowed."""
-        by_organization: dict[str, list[tuple[Mapping[str, Any], Route]]] = {}
-        for event, destination in batch:
-            by_organization.setdefault(destination.organization, []).append((event, destination))
+        by_organization: dict[str, list[tuple[payload.ErrorFields, Route]]] = {}
+        for fields, destination in batch:
+            by_organization.setdefault(destination.organization, []).append((fields, destination))
         for organization, waiting in by_organization.items():
             allowed = len(waiting)
             with capture_internal_exceptions():
                 allowed = self._rate_limit.allow_many(organization, len(waiting))
             if allowed < len(waiting):
                 self.stats.add("rate_limited", len(waiting) - allowed)
-            for event, destination in waiting[:allowed]:
+            for fields, destination in waiting[:allowed]:
                 with capture_internal_exceptions():
-                    self._deliver(event, destination)
+                    self._deliver(fields, destination)
 
-    def _deliver(self, event: Mapping[str, Any], destination: Route) -> None:
-        track = payload.build_track(event, self.options.event_name)
+    def _deliver(self, fields: payload.ErrorFields, destination: Route) -> None:
+        track = payload.track_from_fields(fields, self.options.event_name)
         if not track.message_id:
             # Sentry always sets event_id; without one Segment could not de-duplicate retries.
             track = dataclasses.replace(track, message_id=uuid.uuid4().hex)

@@ -10,7 +10,7 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any, Optional
+from typing import Any, NamedTuple, Optional
 from urllib.parse import urlsplit
 
 # Segment refuses messages over 32 KB; its client adds library, type, timestamp and ids.
@@ -69,7 +69,10 @@ def user_id(event: Mapping[str, Any]) -> Optional[str]:
     user = event.get("user")
     if not isinstance(user, dict):
         return None
-    raw = user.get("id")
+    return _user_id_text(user.get("id"))
+
+
+def _user_id_text(raw: Any) -> Optional[str]:
     if raw is None or isinstance(raw, (dict, list, tuple, set, bytes, bytearray)):
         return None
     try:
@@ -79,97 +82,117 @@ def user_id(event: Mapping[str, Any]) -> Optional[str]:
     return text[:MAX_USER_ID_CHARS] if text.strip() else None
 
 
-def relevant_parts(event: Mapping[str, Any]) -> dict[str, Any]:
-    """The few parts of an event that build_track reads, so a queue need not hold whole events.
+class ErrorFields(NamedTuple):
+    """The event's values that build_track reads, as they are: what the forwarder queues.
 
-    Runs on the capturing thread, hence literals rather than loops.
+    Taken on the capturing thread, so only lookups; one flat tuple rather than a copy of the
+    event keeps the queue small.
     """
+
+    event_id: Any = None
+    timestamp: Any = None
+    level: Any = None
+    environment: Any = None
+    release: Any = None
+    transaction: Any = None
+    user_id: Any = None
+    ip_address: Any = None
+    url: Any = None
+    method: Any = None
+    query_string: Any = None
+    headers: Any = None
+    exception_type: Any = None
+
+
+def error_fields(event: Mapping[str, Any]) -> ErrorFields:
+    """The fields of an event that build_track reads."""
     get = event.get
     user = get("user")
+    if not isinstance(user, dict):
+        user = _EMPTY
     request = get("request")
+    if not isinstance(request, dict):
+        request = _EMPTY
     exception = get("exception")
     values = exception.get("values") if isinstance(exception, dict) else None
     first = values[0] if isinstance(values, list) and values else None
-    return {
-        "event_id": get("event_id"),
-        "timestamp": get("timestamp"),
-        "level": get("level"),
-        "environment": get("environment"),
-        "release": get("release"),
-        "transaction": get("transaction"),
-        "user": {"id": user.get("id"), "ip_address": user.get("ip_address")}
-        if isinstance(user, dict)
-        else user,
-        "request": {
-            "url": request.get("url"),
-            "method": request.get("method"),
-            "query_string": request.get("query_string"),
-            "headers": request.get("headers"),
-        }
-        if isinstance(request, dict)
-        else request,
-        "exception": {"values": [{"type": first.get("type")} if isinstance(first, dict) else first]}
-        if first is not None
-        else None,
-    }
+    return ErrorFields(
+        get("event_id"),
+        get("timestamp"),
+        get("level"),
+        get("environment"),
+        get("release"),
+        get("transaction"),
+        user.get("id"),
+        user.get("ip_address"),
+        request.get("url"),
+        request.get("method"),
+        request.get("query_string"),
+        request.get("headers"),
+        first.get("type") if isinstance(first, dict) else None,
+    )
+
+
+_EMPTY: dict[str, Any] = {}
 
 
 def build_track(event: Mapping[str, Any], event_name: str) -> Track:
     """The track call for an error event that has a user ID, within Segment's 32 KB."""
+    return track_from_fields(error_fields(event), event_name)
+
+
+def track_from_fields(fields: ErrorFields, event_name: str) -> Track:
+    """The track call for the fields error_fields took, within Segment's 32 KB."""
     for limit in FIELD_CHAR_LIMITS:
-        track = _build(event, event_name, limit)
+        track = _build(fields, event_name, limit)
         if _encoded_size(track) <= MESSAGE_BUDGET_BYTES:
             break
     return track
 
 
-def _build(event: Mapping[str, Any], event_name: str, limit: int) -> Track:
-    def text(value: Any) -> str:
-        return _text(value)[:limit]
-
-    user = _mapping(event.get("user"))
-    request = _mapping(event.get("request"))
-    url = _text(request.get("url"))
-    query = _text(request.get("query_string")).lstrip("?")
-    search = f"?{query}" if query else ""
-    referer = _header(request.get("headers"), "referer")
-    user_agent = _header(request.get("headers"), "user-agent")
-    event_id = _text(event.get("event_id"))
+def _build(fields: ErrorFields, event_name: str, limit: int) -> Track:
+    full_url = _text(fields.url)
+    url = full_url[:limit]
+    query = _text(fields.query_string).lstrip("?")
+    search = f"?{query}"[:limit] if query else ""
+    referer = _header(fields.headers, "referer")[:limit]
+    user_agent = _header(fields.headers, "user-agent")[:limit]
+    event_id = _text(fields.event_id)
 
     properties = {
-        "environment": text(event.get("environment")),
-        "eventId": text(event_id),
-        "exceptionType": text(_exception_type(event)),
-        "release": text(event.get("release")),
-        "transaction": text(event.get("transaction")),
-        "level": text(event.get("level")),
-        "userAgent": text(user_agent),
+        "environment": _text(fields.environment)[:limit],
+        "eventId": event_id[:limit],
+        "exceptionType": _text(fields.exception_type)[:limit],
+        "release": _text(fields.release)[:limit],
+        "transaction": _text(fields.transaction)[:limit],
+        "level": _text(fields.level)[:limit],
+        "userAgent": user_agent,
         "page": {
-            "url": text(url),
-            "method": text(request.get("method")),
-            "search": text(search),
-            "referer": text(referer),
+            "url": url,
+            "method": _text(fields.method)[:limit],
+            "search": search,
+            "referer": referer,
         },
     }
     context: dict[str, Any] = {
-        "userAgent": text(user_agent),
+        "userAgent": user_agent,
         "page": {
-            "url": text(url),
-            "path": text(_path(url)),
-            "search": text(search),
-            "referrer": text(referer),
+            "url": url,
+            "path": _path(full_url)[:limit],
+            "search": search,
+            "referrer": referer,
         },
     }
-    ip_address = _text(user.get("ip_address"))
+    ip_address = _text(fields.ip_address)
     if ip_address:
         context["ip"] = ip_address[:64]
 
     return Track(
-        user_id=user_id(event) or "",
+        user_id=_user_id_text(fields.user_id) or "",
         event=event_name,
         properties=properties,
         context=context,
-        timestamp=_timestamp(event.get("timestamp")),
+        timestamp=_timestamp(fields.timestamp),
         message_id=event_id[:MAX_MESSAGE_ID_CHARS],
     )
 
@@ -198,10 +221,6 @@ def _strings(fields: Mapping[str, Any]) -> list[str]:
     return found
 
 
-def _mapping(value: Any) -> Mapping[str, Any]:
-    return value if isinstance(value, dict) else {}
-
-
 def _clean(value: str) -> str:
     """Replace what cannot be encoded as UTF-8 (lone surrogates) so the JSON stays valid."""
     if value.isascii():
@@ -216,13 +235,6 @@ def _text(value: Any) -> str:
         return ""
     if isinstance(value, int):
         return str(value)
-    return ""
-
-
-def _exception_type(event: Mapping[str, Any]) -> str:
-    values = _mapping(event.get("exception")).get("values")
-    if isinstance(values, list) and values:
-        return _text(_mapping(values[0]).get("type"))
     return ""
 
 

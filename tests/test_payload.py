@@ -15,8 +15,9 @@ from sentry_segment.payload import (
     MAX_MESSAGE_BYTES,
     Track,
     build_track,
+    error_fields,
     is_error,
-    relevant_parts,
+    track_from_fields,
     user_id,
 )
 
@@ -168,13 +169,13 @@ def test_lone_surrogates_are_replaced() -> None:
     track.properties["release"].encode("utf-8")
 
 
-def test_relevant_parts_build_the_same_track() -> None:
+def test_error_fields_hold_only_the_values_the_track_reads() -> None:
     event = {**EVENT, "breadcrumbs": {"values": [{"message": "x" * 1000}] * 100}}
     event["exception"] = {"values": [{"type": "KeyError", "stacktrace": {"frames": [{}] * 50}}]}
-    parts = relevant_parts(event)
-    assert "breadcrumbs" not in parts
-    assert parts["exception"] == {"values": [{"type": "KeyError"}]}
-    assert build_track(parts, "E") == build_track(event, "E")
+    fields = error_fields(event)
+    assert fields.exception_type == "KeyError"
+    assert all(not isinstance(value, (list, tuple)) for value in fields)
+    assert track_from_fields(fields, "E") == build_track(event, "E")
 
 
 def test_building_never_changes_the_event() -> None:
@@ -222,7 +223,8 @@ def test_any_event_gives_valid_json_under_32kb_and_stays_unchanged(
     is_error(event)
     user_id(event)
     track = build_track(event, event_name)
-    assert build_track(relevant_parts(event), event_name).properties == track.properties
+    from_fields = track_from_fields(error_fields(event), event_name)
+    assert (from_fields.properties, from_fields.context) == (track.properties, track.context)
     encoded = json.dumps(track.as_message(), allow_nan=False)
     assert len(encoded.encode()) < MAX_MESSAGE_BYTES - 1024
     encoded.encode("utf-8")
