@@ -198,15 +198,17 @@ def _build(fields: ErrorFields, event_name: str, limit: int) -> Track:
 
 
 def _encoded_size(track: Track) -> int:
-    # JSON escapes a character as \uXXXX at worst (6 bytes): when even that fits, skip encoding.
+    # Segment's client escapes all but ASCII: a character outside the basic plane becomes two
+    # \uXXXX escapes, 12 bytes at worst. When even that fits, skip encoding.
     texts = [track.user_id, track.event, track.message_id, *_strings(track.properties)]
     texts.extend(_strings(track.context))
-    worst = sum(6 * len(text) for text in texts) + _STRUCTURE_BYTES
+    worst = MAX_BYTES_PER_CHARACTER * sum(map(len, texts)) + _STRUCTURE_BYTES
     if worst <= MESSAGE_BUDGET_BYTES:
         return worst
     return len(json.dumps(track.as_message()))
 
 
+MAX_BYTES_PER_CHARACTER = 12
 # Keys, quotes and punctuation of a message around its strings, generously rounded up.
 _STRUCTURE_BYTES = 1024
 

@@ -229,3 +229,12 @@ def test_any_event_gives_valid_json_under_32kb_and_stays_unchanged(
     assert len(encoded.encode()) < MAX_MESSAGE_BYTES - 1024
     encoded.encode("utf-8")
     assert same(event, original)
+
+
+def test_characters_outside_the_basic_plane_count_twelve_bytes_each() -> None:
+    # Segment's client escapes them as two \uXXXX surrogates: 12 bytes of JSON per character.
+    wide = "\U0001f600"
+    event = {**EVENT, "release": wide * 2000, "transaction": wide * 2000, "environment": wide * 400}
+    track = build_track(event, "E")
+    encoded = json.dumps(track.as_message())
+    assert len(encoded.encode()) < MAX_MESSAGE_BYTES - 1024
