@@ -2,9 +2,12 @@
 integration, counted by valgrind's callgrind: repeatable where wall-clock ratios on a shared
 machine drift by a few percent.
 
-Each case runs in its own process twice, with 0 and with N captures after a warm-up; the
-difference divided by N is the cost of one capture on the main thread (callgrind counts each
-thread separately, so the integration's worker and Segment's consumer are not included).
+Each case runs in its own process. Callgrind counts only inside one call of functools.reduce
+that makes the measured captures (--toggle-collect), after a warm-up, a full collection and
+gc.freeze() (so when a collection of the setup's objects happens does not land on one case
+and not another), and only on that thread (the worker and Segment's consumer run on theirs).
+A third case registers an integration that hooks nothing: the floor any integration pays,
+because Sentry lists every integration's name in every event it serializes.
 
     .venv/bin/python benchmarks/instructions.py [--captures 200]
 """
@@ -25,45 +28,51 @@ from typing import Optional
 
 SCRIPT = textwrap.dedent(
     """
-    import os, sys
+    import functools, gc, os, sys
     sys.path.insert(0, {bench!r})
     from latency import WRITE_KEY, capture_once, make_client
     from sentry_segment import SegmentIntegration
 
-    integrated, with_user, captures = sys.argv[1] == "1", sys.argv[2] == "1", int(sys.argv[3])
+    integration, with_user, captures = sys.argv[1], sys.argv[2] == "1", int(sys.argv[3])
+    if integration == "inert":
+        SegmentIntegration.setup_once = staticmethod(lambda: None)
     integrations = []
-    if integrated:
+    if integration != "none":
         integrations = [SegmentIntegration(write_key=WRITE_KEY, host="http://127.0.0.1:9",
                                            rate_limit="off")]
     client = make_client(integrations)
     user = {{"id": 1}} if with_user else None
     for _ in range(50):
         capture_once(client, user)
-    for _ in range(captures):
-        capture_once(client, user)
+    gc.collect()
+    gc.freeze()
+    functools.reduce(lambda _, __: capture_once(client, user), range(captures), None)
     os._exit(0)
     """
 )
 
+# case: (integration, with a user)
 CASES = {
-    "forwarded": (True, True),
-    "forwarded, baseline": (False, True),
-    "skipped, no user": (True, False),
-    "skipped, baseline": (False, False),
+    "forwarded": ("segment", True),
+    "forwarded, baseline": ("none", True),
+    "forwarded, inert integration": ("inert", True),
+    "skipped": ("segment", False),
+    "skipped, baseline": ("none", False),
+    "skipped, inert integration": ("inert", False),
 }
 
 
-def main_thread_instructions(
-    script: Path, integrated: bool, with_user: bool, captures: int, out: Path
-) -> int:
-    command = [
-        "valgrind", "--tool=callgrind", "--separate-threads=yes",
-        f"--callgrind-out-file={out}", sys.executable, str(script),
-        "1" if integrated else "0", "1" if with_user else "0", str(captures),
-    ]  # fmt: skip
-    environment = {**os.environ, "PYTHONHASHSEED": "0"}
-    subprocess.run(command, check=True, capture_output=True, timeout=1800, env=environment)
-    summary = re.search(r"^summary: (\d+)", Path(f"{out}-01").read_text(), re.MULTILINE)
+def measured_instructions(script: Path, integration: str, with_user: bool, captures: int) -> int:
+    with tempfile.TemporaryDirectory() as folder:
+        out = Path(folder) / "callgrind.out"
+        command = [
+            "valgrind", "--tool=callgrind", "--separate-threads=yes", "--collect-atstart=no",
+            "--toggle-collect=functools_reduce", f"--callgrind-out-file={out}",
+            sys.executable, str(script), integration, "1" if with_user else "0", str(captures),
+        ]  # fmt: skip
+        environment = {**os.environ, "PYTHONHASHSEED": "0"}
+        subprocess.run(command, check=True, capture_output=True, timeout=1800, env=environment)
+        summary = re.search(r"^summary: (\d+)", Path(f"{out}-01").read_text(), re.MULTILINE)
     assert summary is not None
     return int(summary.group(1))
 
@@ -75,18 +84,12 @@ def per_capture(captures: int) -> Optional[dict[str, float]]:
     with tempfile.TemporaryDirectory() as folder:
         script = Path(folder) / "capture.py"
         script.write_text(SCRIPT.format(bench=str(Path(__file__).resolve().parent)))
-        jobs = {
-            (name, count): (integrated, with_user, count, Path(folder) / f"{index}-{count}")
-            for index, (name, (integrated, with_user)) in enumerate(CASES.items())
-            for count in (0, captures)
-        }
         with ThreadPoolExecutor(max_workers=2) as pool:
             futures = {
-                key: pool.submit(main_thread_instructions, script, *job)
-                for key, job in jobs.items()
+                name: pool.submit(measured_instructions, script, *case, captures)
+                for name, case in CASES.items()
             }
-            counts = {key: future.result() for key, future in futures.items()}
-    return {name: (counts[(name, captures)] - counts[(name, 0)]) / captures for name in CASES}
+            return {name: future.result() / captures for name, future in futures.items()}
 
 
 def main() -> None:
@@ -97,11 +100,12 @@ def main() -> None:
         print("valgrind is not installed")
         return
     for path in ("forwarded", "skipped"):
-        with_ = counts[f"{path}, no user" if path == "skipped" else path]
-        without = counts[f"{path}, baseline"]
-        print(
-            f"{path:<10} {with_:>12,.0f} vs {without:>12,.0f} instructions: x{with_ / without:.4f}"
-        )
+        baseline = counts[f"{path}, baseline"]
+        for case in (path, f"{path}, inert integration"):
+            print(
+                f"{case:<30} {counts[case]:>12,.0f} vs {baseline:>12,.0f} instructions: "
+                f"x{counts[case] / baseline:.4f}"
+            )
 
 
 if __name__ == "__main__":
