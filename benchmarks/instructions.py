@@ -92,6 +92,80 @@ def per_capture(captures: int) -> Optional[dict[str, float]]:
             return {name: future.result() / captures for name, future in futures.items()}
 
 
+ALL_THREADS_SCRIPT = textwrap.dedent(
+    """
+    import gc, os, sys
+    sys.path.insert(0, {bench!r})
+    import latency
+    from latency import WRITE_KEY, make_client
+    from sentry_segment import SegmentIntegration
+
+    integrated, captures, host = sys.argv[1] == "1", int(sys.argv[2]), sys.argv[3]
+    capture_once = getattr(latency, sys.argv[4])
+    integrations = []
+    if integrated:
+        integrations = [SegmentIntegration(write_key=WRITE_KEY, host=host, rate_limit="off")]
+    client = make_client(integrations)
+    for _ in range(50):
+        capture_once(client, {{"id": 1}})
+    if integrated:
+        assert integrations[0].flush(timeout=60)
+    gc.collect()
+    gc.freeze()
+    for _ in range(captures):
+        capture_once(client, {{"id": 1}})
+    if integrated:
+        assert integrations[0].flush(timeout=120)
+    os._exit(0)
+    """
+)
+
+
+def all_threads_instructions(
+    script: Path, integrated: bool, captures: int, host: str, capture: str
+) -> int:
+    with tempfile.TemporaryDirectory() as folder:
+        out = Path(folder) / "callgrind.out"
+        command = [
+            "valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", sys.executable,
+            str(script), "1" if integrated else "0", str(captures), host, capture,
+        ]  # fmt: skip
+        environment = {**os.environ, "PYTHONHASHSEED": "0"}
+        subprocess.run(command, check=True, capture_output=True, timeout=1800, env=environment)
+        summary = re.search(r"^summary: (\d+)", out.read_text(), re.MULTILINE)
+    assert summary is not None
+    return int(summary.group(1))
+
+
+def per_forwarded_event(
+    host: str, captures: int, capture: str = "capture_once"
+) -> Optional[tuple[float, float]]:
+    """(instructions per bare capture, extra instructions per forwarded event), every thread
+    of the process counted: the hooks, the worker, Segment's client and its HTTP post.
+
+    Four runs, with and without the integration, with 0 and with N captures after the
+    warm-up; the differences cancel start-up. capture names the function of latency.py that
+    raises and captures. None without valgrind.
+    """
+    if shutil.which("valgrind") is None:
+        return None
+    with tempfile.TemporaryDirectory() as folder:
+        script = Path(folder) / "forward.py"
+        script.write_text(ALL_THREADS_SCRIPT.format(bench=str(Path(__file__).resolve().parent)))
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            futures = {
+                (integrated, count): pool.submit(
+                    all_threads_instructions, script, integrated, count, host, capture
+                )
+                for integrated in (False, True)
+                for count in (0, captures)
+            }
+            counts = {key: future.result() for key, future in futures.items()}
+    bare = (counts[(False, captures)] - counts[(False, 0)]) / captures
+    with_integration = (counts[(True, captures)] - counts[(True, 0)]) / captures
+    return bare, with_integration - bare
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--captures", type=int, default=200)

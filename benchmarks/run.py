@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 from common import external_collector
-from instructions import per_capture
+from instructions import per_capture, per_forwarded_event
 from latency import (
     WRITE_KEY,
     LatencyRow,
@@ -211,6 +211,26 @@ def machine() -> str:
     return f"{os.cpu_count()} cores, {model}, Python {platform.python_version()}"
 
 
+def instruction_rows(host: str, quick: bool) -> list[tuple[str, str, str]]:
+    rows = []
+    for kind, capture, captures in (
+        ("", "capture_once", 100 if quick else 300),
+        (", typical", "capture_typical", 20 if quick else 100),
+    ):
+        counted = per_forwarded_event(host, captures, capture)
+        if counted is None:
+            return [("2. instructions per forwarded event", "skipped: no valgrind", "")]
+        bare, extra = counted
+        rows.append(
+            (
+                f"2. instructions per forwarded event{kind}, all threads",
+                f"+{extra:,.0f} on a {bare:,.0f} capture: **{extra / bare * 100:.1f}%**",
+                "callgrind, repeatable: the work of the CPU row, counted",
+            )
+        )
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer captures, for a smoke run")
@@ -238,6 +258,7 @@ def main() -> None:
                     "all threads, Segment client and HTTP post included",
                 )
             )
+        rows.extend(instruction_rows(host, quick))
         end_to_end, pipeline = forwarded_per_second(host, captures)
         rows.append(
             (

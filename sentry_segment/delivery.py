@@ -110,11 +110,14 @@ class Sink:
             pass
 
     def _settle(self, message_ids: list[Any], outcome: str) -> None:
+        settled: dict[Stats, int] = {}
         with self._lock:
-            owners = [self._take_owner(message_id) for message_id in message_ids]
-        for owner in owners:
-            if owner is not None:
-                owner.add(outcome)
+            for message_id in message_ids:
+                owner = self._take_owner(message_id)
+                if owner is not None:
+                    settled[owner] = settled.get(owner, 0) + 1
+        for owner, count in settled.items():
+            owner.add(outcome, count)
 
     def _take_owner(self, message_id: Any) -> Optional[Stats]:
         waiting = self._owners.get(message_id)
