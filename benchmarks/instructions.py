@@ -30,10 +30,12 @@ SCRIPT = textwrap.dedent(
     """
     import functools, gc, os, sys
     sys.path.insert(0, {bench!r})
-    from latency import WRITE_KEY, capture_once, make_client
+    import latency
+    from latency import WRITE_KEY, make_client
     from sentry_segment import SegmentIntegration
 
     integration, with_user, captures = sys.argv[1], sys.argv[2] == "1", int(sys.argv[3])
+    capture_once = getattr(latency, sys.argv[4])
     if integration == "inert":
         SegmentIntegration.setup_once = staticmethod(lambda: None)
     integrations = []
@@ -51,24 +53,33 @@ SCRIPT = textwrap.dedent(
     """
 )
 
-# case: (integration, with a user)
+# case: (integration, with a user, the function of latency.py that raises and captures)
 CASES = {
-    "forwarded": ("segment", True),
-    "forwarded, baseline": ("none", True),
-    "forwarded, inert integration": ("inert", True),
-    "skipped": ("segment", False),
-    "skipped, baseline": ("none", False),
-    "skipped, inert integration": ("inert", False),
+    "forwarded": ("segment", True, "capture_once"),
+    "forwarded, baseline": ("none", True, "capture_once"),
+    "forwarded, inert integration": ("inert", True, "capture_once"),
+    "skipped": ("segment", False, "capture_once"),
+    "skipped, baseline": ("none", False, "capture_once"),
+    "skipped, inert integration": ("inert", False, "capture_once"),
+    "forwarded, typical": ("segment", True, "capture_typical"),
+    "forwarded, typical, baseline": ("none", True, "capture_typical"),
+    "skipped, typical": ("segment", False, "capture_typical"),
+    "skipped, typical, baseline": ("none", False, "capture_typical"),
 }
+# A typical capture executes about six times the instructions of the smallest one.
+TYPICAL_SHARE = 4
 
 
-def measured_instructions(script: Path, integration: str, with_user: bool, captures: int) -> int:
+def measured_instructions(
+    script: Path, integration: str, with_user: bool, capture: str, captures: int
+) -> int:
     with tempfile.TemporaryDirectory() as folder:
         out = Path(folder) / "callgrind.out"
         command = [
             "valgrind", "--tool=callgrind", "--separate-threads=yes", "--collect-atstart=no",
             "--toggle-collect=functools_reduce", f"--callgrind-out-file={out}",
             sys.executable, str(script), integration, "1" if with_user else "0", str(captures),
+            capture,
         ]  # fmt: skip
         environment = {**os.environ, "PYTHONHASHSEED": "0"}
         subprocess.run(command, check=True, capture_output=True, timeout=1800, env=environment)
@@ -81,15 +92,19 @@ def per_capture(captures: int) -> Optional[dict[str, float]]:
     """Instructions per capture on the capturing thread for each case; None without valgrind."""
     if shutil.which("valgrind") is None:
         return None
+
+    def count(case: tuple[str, bool, str]) -> int:
+        return captures if case[2] == "capture_once" else max(1, captures // TYPICAL_SHARE)
+
     with tempfile.TemporaryDirectory() as folder:
         script = Path(folder) / "capture.py"
         script.write_text(SCRIPT.format(bench=str(Path(__file__).resolve().parent)))
         with ThreadPoolExecutor(max_workers=2) as pool:
             futures = {
-                name: pool.submit(measured_instructions, script, *case, captures)
+                name: pool.submit(measured_instructions, script, *case, count(case))
                 for name, case in CASES.items()
             }
-            return {name: future.result() / captures for name, future in futures.items()}
+            return {name: future.result() / count(CASES[name]) for name, future in futures.items()}
 
 
 ALL_THREADS_SCRIPT = textwrap.dedent(
@@ -173,9 +188,11 @@ def main() -> None:
     if counts is None:
         print("valgrind is not installed")
         return
-    for path in ("forwarded", "skipped"):
+    for path in ("forwarded", "skipped", "forwarded, typical", "skipped, typical"):
         baseline = counts[f"{path}, baseline"]
         for case in (path, f"{path}, inert integration"):
+            if case not in counts:
+                continue
             print(
                 f"{case:<30} {counts[case]:>12,.0f} vs {baseline:>12,.0f} instructions: "
                 f"x{counts[case] / baseline:.4f}"
