@@ -181,6 +181,63 @@ def per_forwarded_event(
     return bare, with_integration - bare
 
 
+SEGMENT_ALONE_SCRIPT = textwrap.dedent(
+    """
+    import gc, os, sys, uuid
+    from segment.analytics import Client
+    from sentry_segment import payload
+
+    messages, host = int(sys.argv[1]), sys.argv[2]
+    event = {{
+        "event_id": None, "timestamp": "2026-11-30T09:00:00.000000Z", "level": "error",
+        "environment": "production", "release": "bench", "user": {{"id": 1}},
+        "exception": {{"values": [{{"type": "ValueError"}}]}},
+    }}
+    calls = [
+        payload.build_track({{**event, "event_id": uuid.uuid4().hex}}, "Error Captured")
+        for _ in range(50 + messages)
+    ]
+    client = Client(write_key="bench_write_key_0123456789", host=host, upload_size=500)
+    for track in calls[:50]:
+        client.track(**track.track_arguments())
+    client.flush()
+    gc.collect()
+    gc.freeze()
+    for track in calls[50:]:
+        client.track(**track.track_arguments())
+    client.flush()
+    os._exit(0)
+    """
+)
+
+
+def segment_client_per_message(host: str, messages: int) -> Optional[float]:
+    """Instructions Segment's own client spends per track call, every thread counted: its
+    validation and queueing, its consumer's batching and JSON encoding, the HTTP post.
+
+    The same message as the smallest error's, with nothing of ours running. None without
+    valgrind.
+    """
+    if shutil.which("valgrind") is None:
+        return None
+    with tempfile.TemporaryDirectory() as folder:
+        script = Path(folder) / "segment_alone.py"
+        script.write_text(SEGMENT_ALONE_SCRIPT.format())
+        counts = []
+        for count in (0, messages):
+            out = Path(folder) / f"callgrind.out.{count}"
+            command = [
+                "valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", sys.executable,
+                str(script), str(count), host,
+            ]  # fmt: skip
+            environment = {**os.environ, "PYTHONHASHSEED": "0"}
+            subprocess.run(command, check=True, capture_output=True, timeout=1800, env=environment)
+            summary = re.search(r"^summary: (\d+)", out.read_text(), re.MULTILINE)
+            assert summary is not None
+            counts.append(int(summary.group(1)))
+    return (counts[1] - counts[0]) / messages
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--captures", type=int, default=200)

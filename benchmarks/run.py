@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 from common import external_collector
-from instructions import per_capture, per_forwarded_event
+from instructions import per_capture, per_forwarded_event, segment_client_per_message
 from latency import (
     WRITE_KEY,
     LatencyRow,
@@ -228,6 +228,16 @@ def instruction_rows(host: str, quick: bool) -> list[tuple[str, str, str]]:
                 "callgrind, repeatable: the work of the CPU row, counted",
             )
         )
+        if not kind:
+            segment_alone = segment_client_per_message(host, 100 if quick else 300)
+            assert segment_alone is not None
+            rows.append(
+                (
+                    "2. of which Segment's client alone, per message",
+                    f"{segment_alone:,.0f}: **{segment_alone / bare * 100:.1f}%** of that capture",
+                    "its track(), consumer and HTTP post, nothing of ours running",
+                )
+            )
     return rows
 
 
