@@ -107,43 +107,51 @@ def per_capture(captures: int) -> Optional[dict[str, float]]:
             return {name: future.result() / count(CASES[name]) for name, future in futures.items()}
 
 
+# Under valgrind the process runs about 50 times slower but its timers do not: the worker
+# would drain a few events per turn and Segment's consumer post a few per request, where at
+# full speed they take hundreds. So the worker lingers 5 s, Segment's consumer waits for full
+# batches of 500, and each phase captures exactly one batch: one post each, as at full speed.
+BATCH = 500
+
 ALL_THREADS_SCRIPT = textwrap.dedent(
     """
     import gc, os, sys
     sys.path.insert(0, {bench!r})
-    import latency
-    from latency import WRITE_KEY, make_client
-    from sentry_segment import SegmentIntegration
+    from latency import WRITE_KEY, capture_once, make_client
+    from sentry_segment import SegmentIntegration, delivery, forwarder
 
     integrated, captures, host = sys.argv[1] == "1", int(sys.argv[2]), sys.argv[3]
-    capture_once = getattr(latency, sys.argv[4])
+    forwarder.LINGER_SECONDS = 5.0
+    segment_init = delivery._ClientWithoutAtexitJoin.__init__
+    def init(self, *args, **kwargs):
+        segment_init(self, *args, upload_interval=3600, **kwargs)
+    delivery._ClientWithoutAtexitJoin.__init__ = init
+
     integrations = []
     if integrated:
         integrations = [SegmentIntegration(write_key=WRITE_KEY, host=host, rate_limit="off")]
     client = make_client(integrations)
-    for _ in range(50):
+    for _ in range({batch}):
         capture_once(client, {{"id": 1}})
     if integrated:
-        assert integrations[0].flush(timeout=60)
+        assert integrations[0].flush(timeout=600)
     gc.collect()
     gc.freeze()
     for _ in range(captures):
         capture_once(client, {{"id": 1}})
     if integrated:
-        assert integrations[0].flush(timeout=120)
+        assert integrations[0].flush(timeout=600)
     os._exit(0)
     """
 )
 
 
-def all_threads_instructions(
-    script: Path, integrated: bool, captures: int, host: str, capture: str
-) -> int:
+def all_threads_instructions(script: Path, integrated: bool, captures: int, host: str) -> int:
     with tempfile.TemporaryDirectory() as folder:
         out = Path(folder) / "callgrind.out"
         command = [
             "valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", sys.executable,
-            str(script), "1" if integrated else "0", str(captures), host, capture,
+            str(script), "1" if integrated else "0", str(captures), host,
         ]  # fmt: skip
         environment = {**os.environ, "PYTHONHASHSEED": "0"}
         subprocess.run(command, check=True, capture_output=True, timeout=1800, env=environment)
@@ -152,32 +160,31 @@ def all_threads_instructions(
     return int(summary.group(1))
 
 
-def per_forwarded_event(
-    host: str, captures: int, capture: str = "capture_once"
-) -> Optional[tuple[float, float]]:
+def per_forwarded_event(host: str) -> Optional[tuple[float, float]]:
     """(instructions per bare capture, extra instructions per forwarded event), every thread
     of the process counted: the hooks, the worker, Segment's client and its HTTP post.
 
-    Four runs, with and without the integration, with 0 and with N captures after the
-    warm-up; the differences cancel start-up. capture names the function of latency.py that
-    raises and captures. None without valgrind.
+    Four runs, with and without the integration, with 0 and with one batch of captures after
+    a warm-up batch; the differences cancel start-up. The smallest error only: a typical one
+    takes too long under valgrind. None without valgrind.
     """
     if shutil.which("valgrind") is None:
         return None
     with tempfile.TemporaryDirectory() as folder:
         script = Path(folder) / "forward.py"
-        script.write_text(ALL_THREADS_SCRIPT.format(bench=str(Path(__file__).resolve().parent)))
+        bench = str(Path(__file__).resolve().parent)
+        script.write_text(ALL_THREADS_SCRIPT.format(bench=bench, batch=BATCH))
         with ThreadPoolExecutor(max_workers=2) as pool:
             futures = {
                 (integrated, count): pool.submit(
-                    all_threads_instructions, script, integrated, count, host, capture
+                    all_threads_instructions, script, integrated, count, host
                 )
                 for integrated in (False, True)
-                for count in (0, captures)
+                for count in (0, BATCH)
             }
             counts = {key: future.result() for key, future in futures.items()}
-    bare = (counts[(False, captures)] - counts[(False, 0)]) / captures
-    with_integration = (counts[(True, captures)] - counts[(True, 0)]) / captures
+    bare = (counts[(False, BATCH)] - counts[(False, 0)]) / BATCH
+    with_integration = (counts[(True, BATCH)] - counts[(True, 0)]) / BATCH
     return bare, with_integration - bare
 
 
@@ -195,15 +202,17 @@ SEGMENT_ALONE_SCRIPT = textwrap.dedent(
     }}
     calls = [
         payload.build_track({{**event, "event_id": uuid.uuid4().hex}}, "Error Captured")
-        for _ in range(50 + messages)
+        for _ in range({batch} + messages)
     ]
-    client = Client(write_key="bench_write_key_0123456789", host=host, upload_size=500)
-    for track in calls[:50]:
+    client = Client(
+        write_key="bench_write_key_0123456789", host=host, upload_size={batch}, upload_interval=3600
+    )
+    for track in calls[:{batch}]:
         client.track(**track.track_arguments())
     client.flush()
     gc.collect()
     gc.freeze()
-    for track in calls[50:]:
+    for track in calls[{batch}:]:
         client.track(**track.track_arguments())
     client.flush()
     os._exit(0)
@@ -211,7 +220,7 @@ SEGMENT_ALONE_SCRIPT = textwrap.dedent(
 )
 
 
-def segment_client_per_message(host: str, messages: int) -> Optional[float]:
+def segment_client_per_message(host: str) -> Optional[float]:
     """Instructions Segment's own client spends per track call, every thread counted: its
     validation and queueing, its consumer's batching and JSON encoding, the HTTP post.
 
@@ -222,9 +231,9 @@ def segment_client_per_message(host: str, messages: int) -> Optional[float]:
         return None
     with tempfile.TemporaryDirectory() as folder:
         script = Path(folder) / "segment_alone.py"
-        script.write_text(SEGMENT_ALONE_SCRIPT.format())
+        script.write_text(SEGMENT_ALONE_SCRIPT.format(batch=BATCH))
         counts = []
-        for count in (0, messages):
+        for count in (0, BATCH):
             out = Path(folder) / f"callgrind.out.{count}"
             command = [
                 "valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", sys.executable,
@@ -235,7 +244,7 @@ def segment_client_per_message(host: str, messages: int) -> Optional[float]:
             summary = re.search(r"^summary: (\d+)", out.read_text(), re.MULTILINE)
             assert summary is not None
             counts.append(int(summary.group(1)))
-    return (counts[1] - counts[0]) / messages
+    return (counts[1] - counts[0]) / BATCH
 
 
 def main() -> None:

@@ -211,34 +211,24 @@ def machine() -> str:
     return f"{os.cpu_count()} cores, {model}, Python {platform.python_version()}"
 
 
-def instruction_rows(host: str, quick: bool) -> list[tuple[str, str, str]]:
-    rows = []
-    for kind, capture, captures in (
-        ("", "capture_once", 100 if quick else 300),
-        (", typical", "capture_typical", 20 if quick else 100),
-    ):
-        counted = per_forwarded_event(host, captures, capture)
-        if counted is None:
-            return [("2. instructions per forwarded event", "skipped: no valgrind", "")]
-        bare, extra = counted
-        rows.append(
-            (
-                f"2. instructions per forwarded event{kind}, all threads",
-                f"+{extra:,.0f} on a {bare:,.0f} capture: **{extra / bare * 100:.1f}%**",
-                "callgrind, repeatable: the work of the CPU row, counted",
-            )
-        )
-        if not kind:
-            segment_alone = segment_client_per_message(host, 100 if quick else 300)
-            assert segment_alone is not None
-            rows.append(
-                (
-                    "2. of which Segment's client alone, per message",
-                    f"{segment_alone:,.0f}: **{segment_alone / bare * 100:.1f}%** of that capture",
-                    "its track(), consumer and HTTP post, nothing of ours running",
-                )
-            )
-    return rows
+def instruction_rows(host: str) -> list[tuple[str, str, str]]:
+    counted = per_forwarded_event(host)
+    segment_alone = segment_client_per_message(host)
+    if counted is None or segment_alone is None:
+        return [("2. instructions per forwarded event", "skipped: no valgrind", "")]
+    bare, extra = counted
+    return [
+        (
+            "2. instructions per forwarded event, all threads",
+            f"+{extra:,.0f} on a {bare:,.0f} capture: **{extra / bare * 100:.1f}%**",
+            "callgrind, repeatable: the work of the CPU row, counted",
+        ),
+        (
+            "2. of which Segment's client alone, per message",
+            f"{segment_alone:,.0f}: **{segment_alone / bare * 100:.1f}%** of that capture",
+            "its track(), consumer and HTTP post, nothing of ours running",
+        ),
+    ]
 
 
 def main() -> None:
@@ -268,7 +258,7 @@ def main() -> None:
                     "all threads, Segment client and HTTP post included",
                 )
             )
-        rows.extend(instruction_rows(host, quick))
+        rows.extend(instruction_rows(host))
         end_to_end, pipeline = forwarded_per_second(host, captures)
         rows.append(
             (
