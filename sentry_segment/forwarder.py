@@ -12,6 +12,7 @@ from collections import deque
 from collections.abc import Mapping
 from typing import Any, Optional
 
+from sentry_sdk.scope import Scope, ScopeType, use_isolation_scope, use_scope
 from sentry_sdk.utils import capture_internal_exceptions
 
 from . import delivery, payload
@@ -98,7 +99,13 @@ class Forwarder:
             if self._worker_running:
                 return
             self._worker_running = True
-            threading.Thread(target=self._work, name="sentry-segment", daemon=True).start()
+            # Started during a capture, the thread would inherit that capture's scope through
+            # sentry-sdk's threading integration (its user, breadcrumbs and open span, and so
+            # would Segment's consumer thread, started from it): Segment's posts would join
+            # the application's trace. It starts from empty scopes instead.
+            isolation, current = Scope(ty=ScopeType.ISOLATION), Scope(ty=ScopeType.CURRENT)
+            with use_isolation_scope(isolation), use_scope(current):
+                threading.Thread(target=self._work, name="sentry-segment", daemon=True).start()
 
     def _work(self) -> None:
         pending = self._pending

@@ -16,7 +16,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Optional
 
 from sentry_sdk.envelope import Envelope
@@ -44,6 +44,7 @@ class ReceivedBatch:
     body: dict[str, Any]
     status: int
     raw: bytes
+    headers: dict[str, str] = field(default_factory=dict)
 
     @property
     def messages(self) -> list[dict[str, Any]]:
@@ -192,7 +193,11 @@ class SegmentCollector(_Loopback):
             with self._lock:
                 self._in_progress -= 1
         with self._changed:
-            self._batches.append(ReceivedBatch(_basic_auth_user(request), body, status, raw))
+            self._batches.append(
+                ReceivedBatch(
+                    _basic_auth_user(request), body, status, raw, dict(request.headers.items())
+                )
+            )
             self._changed.notify_all()
         return Response(
             json.dumps({"success": status < 300}),

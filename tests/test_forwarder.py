@@ -17,7 +17,7 @@ from sentry_segment.integration import SentEventRecorder
 from sentry_segment.payload import MAX_MESSAGE_BYTES
 from sentry_segment.testing import SegmentCollector
 
-from .conftest import WRITE_KEY
+from .conftest import WRITE_KEY, InitSentry, raise_and_capture
 from .support import same, untrusted_values
 
 values = untrusted_values
@@ -81,3 +81,19 @@ def test_any_event_through_the_hook(segment: SegmentCollector) -> None:
             encoded = json.dumps(message, allow_nan=False)
             assert len(encoded.encode()) < MAX_MESSAGE_BYTES
             assert message["userId"]
+
+
+def test_segment_posts_do_not_join_the_trace_of_the_capture_that_started_the_worker(
+    init_sentry: InitSentry, segment: SegmentCollector
+) -> None:
+    integration = init_sentry(traces_sample_rate=1.0)
+    with sentry_sdk.start_transaction(name="checkout") as transaction:
+        raise_and_capture(user={"id": 1})
+        assert integration.flush(timeout=10)
+        trace_id = transaction.trace_id
+    [batch] = segment.batches()
+    headers = {name.lower(): value for name, value in batch.headers.items()}
+    assert batch.messages
+    assert trace_id not in headers.get("sentry-trace", "")
+    assert trace_id not in headers.get("baggage", "")
+    assert "checkout" not in headers.get("baggage", "")
