@@ -38,7 +38,7 @@ _ENVELOPE_PATH = re.compile(r"^/api/[0-9]+/envelope/$")
 
 @dataclass(frozen=True)
 class ReceivedBatch:
-    """One POST /v1/batch as it arrived: the Basic-auth user (write key) and the JSON body."""
+    """One POST /v1/batch as it arrived: the Basic-auth user (write key), JSON body, headers."""
 
     write_key: Optional[str]
     body: dict[str, Any]
