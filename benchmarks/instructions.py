@@ -70,22 +70,34 @@ CASES = {
 TYPICAL_SHARE = 4
 
 
-def measured_instructions(
-    script: Path, integration: str, with_user: bool, capture: str, captures: int
-) -> int:
+def callgrind_instructions(arguments: list[str], *options: str, thread: str = "") -> int:
+    """Instructions callgrind counts running this Python script with these arguments.
+
+    thread "-01" reads the main thread's count (with --separate-threads=yes); "" all threads.
+    """
     with tempfile.TemporaryDirectory() as folder:
         out = Path(folder) / "callgrind.out"
         command = [
-            "valgrind", "--tool=callgrind", "--separate-threads=yes", "--collect-atstart=no",
-            "--toggle-collect=functools_reduce", f"--callgrind-out-file={out}",
-            sys.executable, str(script), integration, "1" if with_user else "0", str(captures),
-            capture,
+            "valgrind", "--tool=callgrind", *options, f"--callgrind-out-file={out}",
+            sys.executable, *arguments,
         ]  # fmt: skip
         environment = {**os.environ, "PYTHONHASHSEED": "0"}
         subprocess.run(command, check=True, capture_output=True, timeout=1800, env=environment)
-        summary = re.search(r"^summary: (\d+)", Path(f"{out}-01").read_text(), re.MULTILINE)
+        summary = re.search(r"^summary: (\d+)", Path(f"{out}{thread}").read_text(), re.MULTILINE)
     assert summary is not None
     return int(summary.group(1))
+
+
+def measured_instructions(
+    script: Path, integration: str, with_user: bool, capture: str, captures: int
+) -> int:
+    return callgrind_instructions(
+        [str(script), integration, "1" if with_user else "0", str(captures), capture],
+        "--separate-threads=yes",
+        "--collect-atstart=no",
+        "--toggle-collect=functools_reduce",
+        thread="-01",
+    )
 
 
 def per_capture(captures: int) -> Optional[dict[str, float]]:
@@ -147,17 +159,7 @@ ALL_THREADS_SCRIPT = textwrap.dedent(
 
 
 def all_threads_instructions(script: Path, integrated: bool, captures: int, host: str) -> int:
-    with tempfile.TemporaryDirectory() as folder:
-        out = Path(folder) / "callgrind.out"
-        command = [
-            "valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", sys.executable,
-            str(script), "1" if integrated else "0", str(captures), host,
-        ]  # fmt: skip
-        environment = {**os.environ, "PYTHONHASHSEED": "0"}
-        subprocess.run(command, check=True, capture_output=True, timeout=1800, env=environment)
-        summary = re.search(r"^summary: (\d+)", out.read_text(), re.MULTILINE)
-    assert summary is not None
-    return int(summary.group(1))
+    return callgrind_instructions([str(script), "1" if integrated else "0", str(captures), host])
 
 
 def per_forwarded_event(host: str) -> Optional[tuple[float, float]]:
@@ -232,18 +234,7 @@ def segment_client_per_message(host: str) -> Optional[float]:
     with tempfile.TemporaryDirectory() as folder:
         script = Path(folder) / "segment_alone.py"
         script.write_text(SEGMENT_ALONE_SCRIPT.format(batch=BATCH))
-        counts = []
-        for count in (0, BATCH):
-            out = Path(folder) / f"callgrind.out.{count}"
-            command = [
-                "valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", sys.executable,
-                str(script), str(count), host,
-            ]  # fmt: skip
-            environment = {**os.environ, "PYTHONHASHSEED": "0"}
-            subprocess.run(command, check=True, capture_output=True, timeout=1800, env=environment)
-            summary = re.search(r"^summary: (\d+)", out.read_text(), re.MULTILINE)
-            assert summary is not None
-            counts.append(int(summary.group(1)))
+        counts = [callgrind_instructions([str(script), str(count), host]) for count in (0, BATCH)]
     return (counts[1] - counts[0]) / BATCH
 
 
