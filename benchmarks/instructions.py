@@ -194,9 +194,9 @@ SEGMENT_ALONE_SCRIPT = textwrap.dedent(
     """
     import gc, os, sys, uuid
     from segment.analytics import Client
-    from sentry_segment import payload
+    from sentry_segment import delivery, payload
 
-    messages, host = int(sys.argv[1]), sys.argv[2]
+    messages, host, way = int(sys.argv[1]), sys.argv[2], sys.argv[3]
     event = {{
         "event_id": None, "timestamp": "2026-11-30T09:00:00.000000Z", "level": "error",
         "environment": "production", "release": "bench", "user": {{"id": 1}},
@@ -209,33 +209,47 @@ SEGMENT_ALONE_SCRIPT = textwrap.dedent(
     client = Client(
         write_key="bench_write_key_0123456789", host=host, upload_size={batch}, upload_interval=3600
     )
+    def send(track):
+        if way == "track":
+            client.track(**track.track_arguments())
+        else:
+            client.queue.put_nowait(delivery.segment_message(track))
     for track in calls[:{batch}]:
-        client.track(**track.track_arguments())
+        send(track)
     client.flush()
     gc.collect()
     gc.freeze()
     for track in calls[{batch}:]:
-        client.track(**track.track_arguments())
+        send(track)
     client.flush()
     os._exit(0)
     """
 )
 
 
-def segment_client_per_message(host: str) -> Optional[float]:
-    """Instructions Segment's own client spends per track call, every thread counted: its
-    validation and queueing, its consumer's batching and JSON encoding, the HTTP post.
+def segment_client_per_message(host: str) -> Optional[dict[str, float]]:
+    """Instructions Segment's own client spends per message, every thread counted, two ways:
 
-    The same message as the smallest error's, with nothing of ours running. None without
-    valgrind.
+    "track", through its track(), which validates, clean()s and JSON-encodes the message in
+    the caller's thread, then its consumer batches, encodes and posts it; "queue", the
+    message delivery.segment_message builds put on the same client's queue, as the package
+    does. The smallest error's message, nothing else of ours running. None without valgrind.
     """
     if shutil.which("valgrind") is None:
         return None
     with tempfile.TemporaryDirectory() as folder:
         script = Path(folder) / "segment_alone.py"
         script.write_text(SEGMENT_ALONE_SCRIPT.format(batch=BATCH))
-        counts = [callgrind_instructions([str(script), str(count), host]) for count in (0, BATCH)]
-    return (counts[1] - counts[0]) / BATCH
+
+        def per_message(way: str) -> float:
+            counts = [
+                callgrind_instructions([str(script), str(count), host, way]) for count in (0, BATCH)
+            ]
+            return (counts[1] - counts[0]) / BATCH
+
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            ways = {way: pool.submit(per_message, way) for way in ("track", "queue")}
+            return {way: future.result() for way, future in ways.items()}
 
 
 def main() -> None:

@@ -13,7 +13,7 @@ from typing import Any, Optional, TextIO
 
 from . import __version__, payload
 from .config import ConfigurationError, Options, mask, resolve
-from .delivery import redact
+from .delivery import redact, segment_message
 from .routing import project_route
 
 TEST_EVENT_NAME_NOTE = "sent by `sentry-segment send-test-event`"
@@ -66,7 +66,6 @@ def sample_event(user_id: str) -> dict[str, Any]:
 
 def send_test_event(user_id: str, project: Optional[str], out: TextIO) -> int:
     """Post one "Error Captured" event, built by the integration's own payload code."""
-    from segment.analytics import Client
     from segment.analytics.request import post
 
     options = resolve()
@@ -76,9 +75,7 @@ def send_test_event(user_id: str, project: Optional[str], out: TextIO) -> int:
         return 1
     redact(destination.write_key)
     track = payload.build_track(sample_event(user_id), options.event_name)
-    # A client that never sends prepares the message exactly as delivery does.
-    preparer = Client(write_key=str(destination.write_key), send=False)
-    _, message = preparer.track(**track.track_arguments())
+    message = segment_message(track)
     print(f"POST {destination.host}/v1/batch", file=out)
     print(json.dumps(message, indent=2, sort_keys=True, default=str), file=out)
     try:

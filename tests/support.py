@@ -51,3 +51,41 @@ untrusted_values = st.recursive(
     ),
     max_leaves=25,
 )
+
+# Sentry events as anything may hand them over: arbitrary keys and values, and ones shaped
+# like an error with a user, a request and an exception whose parts are arbitrary.
+_event_keys = st.sampled_from(
+    [
+        "event_id",
+        "timestamp",
+        "level",
+        "environment",
+        "release",
+        "transaction",
+        "user",
+        "request",
+        "exception",
+        "type",
+    ]
+)
+events = st.dictionaries(_event_keys, untrusted_values, max_size=10) | st.fixed_dictionaries(
+    {
+        "user": st.fixed_dictionaries({"id": untrusted_values, "ip_address": untrusted_values}),
+        "exception": st.fixed_dictionaries(
+            {
+                "values": st.lists(st.dictionaries(st.just("type"), untrusted_values), max_size=3)
+                | untrusted_values
+            }
+        ),
+        "request": st.fixed_dictionaries(
+            {
+                "url": untrusted_values,
+                "query_string": untrusted_values,
+                "method": untrusted_values,
+                "headers": untrusted_values,
+            }
+        ),
+        "timestamp": untrusted_values,
+        "event_id": untrusted_values,
+    }
+)

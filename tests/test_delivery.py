@@ -6,17 +6,22 @@ import logging
 import time
 from collections.abc import Iterator
 from datetime import datetime, timezone
+from typing import Any
 
 import pytest
 import sentry_sdk
+from hypothesis import assume, given
+from hypothesis import strategies as st
+from segment.analytics import Client
 
 from sentry_segment import delivery
 from sentry_segment.config import resolve
-from sentry_segment.payload import Track
+from sentry_segment.payload import Track, build_track, user_id
 from sentry_segment.stats import Stats
 from sentry_segment.testing import SegmentCollector
 
 from .conftest import WRITE_KEY
+from .support import events
 
 OPTIONS = resolve(write_key=WRITE_KEY, environ={})
 
@@ -30,6 +35,25 @@ def track(number: int) -> Track:
         timestamp=datetime(2026, 1, 1, tzinfo=timezone.utc),
         message_id=f"{number:032x}",
     )
+
+
+# A client that never sends returns the message its track() would have queued.
+_preparer = Client(write_key=WRITE_KEY, send=False)
+
+
+@pytest.mark.filterwarnings("ignore:Generating overly large repr")
+@given(events, st.integers() | st.text(min_size=1))
+def test_any_event_queues_the_message_segments_track_would_queue(
+    event: dict[str, Any], some_user_id: Any
+) -> None:
+    if user_id(event) is None:  # only events with a user ID are forwarded
+        user = event.get("user")
+        event = {**event, "user": {**(user if isinstance(user, dict) else {}), "id": some_user_id}}
+    assume(user_id(event) is not None)
+    track = build_track(event, "Error Captured")
+    # track() raises on what it refuses (bad types, over 32 KB) and adds to the context.
+    _, expected = _preparer.track(**{**track.track_arguments(), "context": dict(track.context)})
+    assert delivery.segment_message(track) == expected
 
 
 def test_one_client_per_write_key_and_host(segment: SegmentCollector) -> None:

@@ -21,7 +21,7 @@ from sentry_segment.payload import (
     user_id,
 )
 
-from .support import same, untrusted_values
+from .support import events, same
 
 EVENT: dict[str, Any] = {
     "event_id": "002c8bbde8324dae9f12a0b96f5b1e51",
@@ -182,36 +182,6 @@ def test_building_never_changes_the_event() -> None:
     event = copy.deepcopy(EVENT)
     build_track(event, "E")
     assert event == EVENT
-
-
-values = untrusted_values
-keys = st.sampled_from(
-    [
-        "event_id",
-        "timestamp",
-        "level",
-        "environment",
-        "release",
-        "transaction",
-        "user",
-        "request",
-        "exception",
-        "type",
-    ]
-)
-events = st.dictionaries(keys, values, max_size=10) | st.fixed_dictionaries(
-    {
-        "user": st.fixed_dictionaries({"id": values, "ip_address": values}),
-        "exception": st.fixed_dictionaries(
-            {"values": st.lists(st.dictionaries(st.just("type"), values), max_size=3) | values}
-        ),
-        "request": st.fixed_dictionaries(
-            {"url": values, "query_string": values, "method": values, "headers": values}
-        ),
-        "timestamp": values,
-        "event_id": values,
-    }
-)
 
 
 @pytest.mark.filterwarnings("ignore:Generating overly large repr")
