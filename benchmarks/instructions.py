@@ -202,9 +202,10 @@ SEGMENT_ALONE_SCRIPT = textwrap.dedent(
         "environment": "production", "release": "bench", "user": {{"id": 1}},
         "exception": {{"values": [{{"type": "ValueError"}}]}},
     }}
+    # As many built in every run, so the difference between runs is the sending alone.
     calls = [
         payload.build_track({{**event, "event_id": uuid.uuid4().hex}}, "Error Captured")
-        for _ in range({batch} + messages)
+        for _ in range(2 * {batch})
     ]
     client = Client(
         write_key="bench_write_key_0123456789", host=host, upload_size={batch}, upload_interval=3600
@@ -219,7 +220,7 @@ SEGMENT_ALONE_SCRIPT = textwrap.dedent(
     client.flush()
     gc.collect()
     gc.freeze()
-    for track in calls[{batch}:]:
+    for track in calls[{batch} : {batch} + messages]:
         send(track)
     client.flush()
     os._exit(0)
