@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import math
 import socket
+import subprocess
+import time
+import urllib.error
+import urllib.request
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 from hypothesis import strategies as st
 
@@ -15,6 +19,34 @@ def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return int(probe.getsockname()[1])
+
+
+def wait_until_listening(
+    port: int, process: Optional[subprocess.Popen[Any]] = None, timeout: float = 30
+) -> None:
+    """Wait until something accepts connections on this loopback port, while process lives."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            return
+        except OSError:
+            if process is not None:
+                assert process.poll() is None, f"{process.args} exited with {process.returncode}"
+            assert time.monotonic() < deadline, f"nothing listened on port {port}"
+            time.sleep(0.1)
+
+
+def http_status(
+    url: str, opener: Optional[urllib.request.OpenerDirector] = None, **headers: str
+) -> int:
+    """The HTTP status a GET of url answers, error statuses included."""
+    request = urllib.request.Request(url, headers=headers)
+    try:
+        with (opener or urllib.request.build_opener()).open(request, timeout=20) as response:
+            return int(response.status)
+    except urllib.error.HTTPError as error:
+        return int(error.code)
 
 
 def same(left: Any, right: Any) -> bool:

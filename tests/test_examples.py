@@ -6,11 +6,8 @@ from __future__ import annotations
 import http.cookiejar
 import os
 import signal
-import socket
 import subprocess
 import sys
-import time
-import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -19,7 +16,7 @@ from typing import Optional
 
 from sentry_segment.testing import SegmentCollector, SentryRecorder
 
-from .support import free_port
+from .support import free_port, http_status, wait_until_listening
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
@@ -30,15 +27,7 @@ def running(command: list[str], environment: dict[str, str], port: Optional[int]
     base = f"http://127.0.0.1:{port}"
     try:
         if port is not None:
-            deadline = time.monotonic() + 30
-            while True:
-                try:
-                    socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-                    break
-                except OSError:
-                    assert process.poll() is None, f"{command} exited with {process.returncode}"
-                    assert time.monotonic() < deadline, f"{command} never listened"
-                    time.sleep(0.1)
+            wait_until_listening(port, process)
         yield base
     finally:
         process.send_signal(signal.SIGTERM)
@@ -46,15 +35,6 @@ def running(command: list[str], environment: dict[str, str], port: Optional[int]
             process.wait(timeout=20)
         except subprocess.TimeoutExpired:
             process.kill()
-
-
-def status_of(opener: urllib.request.OpenerDirector, url: str, **headers: str) -> int:
-    request = urllib.request.Request(url, headers=headers)
-    try:
-        with opener.open(request, timeout=20) as response:
-            return int(response.status)
-    except urllib.error.HTTPError as error:
-        return int(error.code)
 
 
 def app_environment(
@@ -71,9 +51,9 @@ def test_flask_example(segment_environment: SegmentCollector, sentry: SentryReco
         browser = urllib.request.build_opener(
             urllib.request.HTTPCookieProcessor(http.cookiejar.CookieJar())
         )
-        assert status_of(browser, f"{base}/checkout") == 500
-        assert status_of(browser, f"{base}/login?user=42") == 200
-        assert status_of(browser, f"{base}/checkout") == 500
+        assert http_status(f"{base}/checkout", browser) == 500
+        assert http_status(f"{base}/login?user=42", browser) == 200
+        assert http_status(f"{base}/checkout", browser) == 500
         segment_environment.wait_for_messages(1)
         sentry.wait_for_events(2)
     [message] = segment_environment.tracked("Error Captured")
@@ -86,8 +66,7 @@ def test_django_example(segment_environment: SegmentCollector, sentry: SentryRec
     environment = app_environment(segment_environment, sentry, port)
     command = [sys.executable, str(EXAMPLES / "django_app.py")]
     with running(command, environment, port) as base:
-        browser = urllib.request.build_opener()
-        assert status_of(browser, f"{base}/checkout", **{"X-Remote-User": "alice"}) == 500
+        assert http_status(f"{base}/checkout", **{"X-Remote-User": "alice"}) == 500
         segment_environment.wait_for_messages(1)
         [sent] = sentry.wait_for_events(1)
     [message] = segment_environment.tracked("Error Captured")
@@ -101,9 +80,8 @@ def test_fastapi_example(segment_environment: SegmentCollector, sentry: SentryRe
     environment = app_environment(segment_environment, sentry, port)
     command = [sys.executable, str(EXAMPLES / "fastapi_app.py")]
     with running(command, environment, port) as base:
-        browser = urllib.request.build_opener()
-        assert status_of(browser, f"{base}/checkout") == 401
-        checkout = status_of(browser, f"{base}/checkout", Authorization="Bearer token-of-42")
+        assert http_status(f"{base}/checkout") == 401
+        checkout = http_status(f"{base}/checkout", Authorization="Bearer token-of-42")
         assert checkout == 500
         segment_environment.wait_for_messages(1)
     [message] = segment_environment.tracked("Error Captured")

@@ -7,7 +7,6 @@ import signal
 import subprocess
 import sys
 import textwrap
-import time
 import urllib.error
 import urllib.request
 from collections import Counter
@@ -19,7 +18,7 @@ import pytest
 from sentry_segment.testing import SegmentCollector, SentryRecorder
 
 from .conftest import WRITE_KEY
-from .support import free_port
+from .support import free_port, http_status, wait_until_listening
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -42,25 +41,6 @@ def delivered_user_ids(segment: SegmentCollector, count: int) -> Counter[str]:
     return Counter(m["userId"] for m in messages)
 
 
-def wait_for_http(url: str, timeout: float = 20) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            with urllib.request.urlopen(url, timeout=1):
-                return
-        except (OSError, urllib.error.URLError):
-            assert time.monotonic() < deadline, f"{url} never answered"
-            time.sleep(0.1)
-
-
-def get_status(url: str) -> int:
-    try:
-        with urllib.request.urlopen(url, timeout=10) as response:
-            return int(response.status)
-    except urllib.error.HTTPError as error:
-        return int(error.code)
-
-
 @pytest.fixture
 def gunicorn(segment: SegmentCollector, sentry: SentryRecorder) -> Iterator[str]:
     port = free_port()
@@ -71,7 +51,7 @@ def gunicorn(segment: SegmentCollector, sentry: SentryRecorder) -> Iterator[str]
     ]  # fmt: skip
     server = subprocess.Popen(command, cwd=ROOT, env=environment(segment, sentry))
     try:
-        wait_for_http(f"http://127.0.0.1:{port}/pid")
+        wait_until_listening(port, server)
         yield f"http://127.0.0.1:{port}"
     finally:
         server.send_signal(signal.SIGTERM)
@@ -82,7 +62,7 @@ def test_gunicorn_preload_workers_deliver_every_event(
     gunicorn: str, segment: SegmentCollector
 ) -> None:
     worker_pids = {get_pid(gunicorn) for _ in range(20)}
-    statuses = [get_status(f"{gunicorn}/fail/{n}") for n in range(30)]
+    statuses = [http_status(f"{gunicorn}/fail/{n}") for n in range(30)]
     assert statuses == [500] * 30
     user_ids = delivered_user_ids(segment, 31)
     assert user_ids == Counter(["master", *(str(n) for n in range(30))])
