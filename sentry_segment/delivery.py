@@ -7,6 +7,7 @@ import os
 import queue
 import threading
 import time
+from collections.abc import Sequence
 from typing import Any, Callable, Optional
 
 import wrapt
@@ -83,24 +84,26 @@ class Sink:
     def __repr__(self) -> str:
         return f"Sink(write_key={mask(self._write_key)!r}, host={self.host!r})"
 
-    def track(self, track: Track, owner: Stats) -> None:
-        """Queue the call; count it forwarded, or dropped when Segment's queue is full.
+    def track_many(self, tracks: Sequence[Track], owner: Stats) -> None:
+        """Queue the calls; count them forwarded, or dropped once Segment's queue is full.
 
         A forwarded message is later counted exactly once as delivered or failed.
         """
-        message = segment_message(track)
+        messages = [segment_message(track) for track in tracks]
+        queued = 0
         # Under the lock the consumer settles with, so a delivery never precedes its count.
         with self._lock:
-            try:
-                self.client.queue.put_nowait(message)
-            except queue.Full:
-                full = True
-            else:
-                full = False
+            for track, message in zip(tracks, messages):
+                try:
+                    self.client.queue.put_nowait(message)
+                except queue.Full:
+                    break
                 self._owners.setdefault(track.message_id, []).append(owner)
-                owner.add("forwarded")
-        if full:
-            owner.add("dropped_queue_full")
+                queued += 1
+            if queued:
+                owner.add("forwarded", queued)
+        if queued < len(tracks):
+            owner.add("dropped_queue_full", len(tracks) - queued)
 
     def wait_until_sent(self, deadline: float) -> bool:
         """Wait until every queued message was posted or given up on, at most until deadline."""

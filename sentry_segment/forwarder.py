@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import sys
 import threading
 import time
 import uuid
@@ -13,7 +14,7 @@ from collections.abc import Mapping
 from typing import Any, Optional
 
 from sentry_sdk.scope import Scope, ScopeType, use_isolation_scope, use_scope
-from sentry_sdk.utils import capture_internal_exceptions
+from sentry_sdk.utils import capture_internal_exception, capture_internal_exceptions
 
 from . import delivery, payload
 from .config import Options
@@ -140,19 +141,30 @@ class Forwarder:
                 allowed = self._rate_limit.allow_many(organization, len(waiting))
             if allowed < len(waiting):
                 self.stats.add("rate_limited", len(waiting) - allowed)
+            by_sink: dict[delivery.Sink, list[payload.Track]] = {}
             for fields, destination in waiting[:allowed]:
+                # A plain try, not capture_internal_exceptions(), per event: one bad event
+                # must not stop the others, and this loop runs for every forwarded one.
+                try:
+                    by_sink.setdefault(self._sink(destination), []).append(self._track(fields))
+                except Exception:
+                    capture_internal_exception(sys.exc_info())
+            for sink, tracks in by_sink.items():
                 with capture_internal_exceptions():
-                    self._deliver(fields, destination)
+                    sink.track_many(tracks, self.stats)
 
-    def _deliver(self, fields: payload.ErrorFields, destination: Route) -> None:
+    def _track(self, fields: payload.ErrorFields) -> payload.Track:
         track = payload.track_from_fields(fields, self.options.event_name)
         if not track.message_id:
             # Sentry always sets event_id; without one Segment could not de-duplicate retries.
             track = dataclasses.replace(track, message_id=uuid.uuid4().hex)
+        return track
+
+    def _sink(self, destination: Route) -> delivery.Sink:
         assert destination.write_key is not None
         sink = delivery.sink_for(destination.write_key, destination.host, self.options)
         self._sinks.add(sink)
-        sink.track(track, self.stats)
+        return sink
 
     def _after_fork(self) -> None:
         self.stats.after_fork()

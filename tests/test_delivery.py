@@ -68,8 +68,8 @@ def test_each_message_is_counted_for_the_stats_that_sent_it(segment: SegmentColl
     sink = delivery.sink_for(WRITE_KEY, segment.host, OPTIONS)
     mine, theirs = Stats(), Stats()
     for number in range(3):
-        sink.track(track(number), mine)
-    sink.track(track(99), theirs)
+        sink.track_many([track(number)], mine)
+    sink.track_many([track(99)], theirs)
     assert sink.wait_until_sent(time.monotonic() + 5)
     assert (mine.snapshot()["forwarded"], mine.snapshot()["delivered"]) == (3, 3)
     assert (theirs.snapshot()["forwarded"], theirs.snapshot()["delivered"]) == (1, 1)
@@ -94,9 +94,9 @@ def test_refused_batches_count_as_failed_and_log_once_per_incident(
     segment.respond_next(3, 400)
     with caplog.at_level(logging.WARNING, logger="sentry_sdk.errors"):
         for number in range(3):
-            sink.track(track(number), stats)
+            sink.track_many([track(number)], stats)
             assert sink.wait_until_sent(time.monotonic() + 5)
-        sink.track(track(3), stats)
+        sink.track_many([track(3)], stats)
         assert sink.wait_until_sent(time.monotonic() + 5)
     assert stats.snapshot()["failed"] == 3
     assert stats.snapshot()["delivered"] == 1
@@ -112,8 +112,9 @@ def test_a_full_queue_drops_and_counts_without_a_warning_per_event(
     sink = delivery.sink_for(WRITE_KEY, segment.host + "/full", tiny_queue)
     stats = Stats()
     with caplog.at_level(logging.WARNING):
-        for number in range(50):
-            sink.track(track(number), stats)
+        for number in range(25):
+            sink.track_many([track(number)], stats)
+        sink.track_many([track(number) for number in range(25, 50)], stats)
     counts = stats.snapshot()
     assert counts["dropped_queue_full"] >= 40
     assert counts["forwarded"] + counts["dropped_queue_full"] == 50
@@ -125,7 +126,7 @@ def test_segments_debug_logs_never_show_the_write_key(
 ) -> None:
     sink = delivery.sink_for(WRITE_KEY, segment.host, OPTIONS)
     with caplog.at_level(logging.DEBUG, logger="segment"):
-        sink.track(track(1), Stats())
+        sink.track_many([track(1)], Stats())
         assert sink.wait_until_sent(time.monotonic() + 5)
     segment_records = [r.getMessage() for r in caplog.records if r.name == "segment"]
     assert any("making request" in message for message in segment_records)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import json
+import uuid
 from typing import Any
 
 import pytest
@@ -12,7 +13,7 @@ import sentry_sdk
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from sentry_segment import SegmentIntegration
+from sentry_segment import SegmentIntegration, payload
 from sentry_segment.integration import SentEventRecorder
 from sentry_segment.payload import MAX_MESSAGE_BYTES
 from sentry_segment.testing import SegmentCollector
@@ -97,3 +98,24 @@ def test_segment_posts_do_not_join_the_trace_of_the_capture_that_started_the_wor
     assert trace_id not in headers.get("sentry-trace", "")
     assert trace_id not in headers.get("baggage", "")
     assert "checkout" not in headers.get("baggage", "")
+
+
+def test_an_event_that_fails_to_build_does_not_stop_the_rest_of_its_batch(
+    segment: SegmentCollector, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    build = payload.track_from_fields
+
+    def failing_for_one_user(fields: payload.ErrorFields, event_name: str) -> payload.Track:
+        if fields.user_id == "faulty":
+            raise RuntimeError("a bug in building this one")
+        return build(fields, event_name)
+
+    monkeypatch.setattr(payload, "track_from_fields", failing_for_one_user)
+    integration = SegmentIntegration(write_key=WRITE_KEY, host=segment.host, rate_limit="off")
+    for user in ("1", "faulty", "2"):
+        event = {"event_id": uuid.uuid4().hex, "user": {"id": user}}
+        event["exception"] = {"values": [{"type": "ValueError"}]}
+        integration._forwarder.offer(event, "http://public@127.0.0.1:9/1")
+    assert integration.flush(timeout=10)
+    assert sorted(message["userId"] for message in segment.messages()) == ["1", "2"]
+    assert integration.stats()["delivered"] == 2
