@@ -200,9 +200,9 @@ def _build(fields: ErrorFields, event_name: str, limit: int) -> Track:
 def _encoded_size(track: Track) -> int:
     # Segment's client escapes all but ASCII: a character outside the basic plane becomes two
     # \uXXXX escapes, 12 bytes at worst. When even that fits, skip encoding.
-    texts = [track.user_id, track.event, track.message_id, *_strings(track.properties)]
-    texts.extend(_strings(track.context))
-    worst = MAX_BYTES_PER_CHARACTER * sum(map(len, texts)) + _STRUCTURE_BYTES
+    characters = len(track.user_id) + len(track.event) + len(track.message_id)
+    characters += _characters(track.properties) + _characters(track.context)
+    worst = MAX_BYTES_PER_CHARACTER * characters + _STRUCTURE_BYTES
     if worst <= MESSAGE_BUDGET_BYTES:
         return worst
     return len(json.dumps(track.as_message()))
@@ -213,14 +213,15 @@ MAX_BYTES_PER_CHARACTER = 12
 _STRUCTURE_BYTES = 1024
 
 
-def _strings(fields: Mapping[str, Any]) -> list[str]:
-    found: list[str] = []
+def _characters(fields: Mapping[str, Any]) -> int:
+    """How many characters the strings in these fields, nested ones included, hold."""
+    total = 0
     for value in fields.values():
         if isinstance(value, str):
-            found.append(value)
+            total += len(value)
         elif isinstance(value, dict):
-            found.extend(_strings(value))
-    return found
+            total += _characters(value)
+    return total
 
 
 def _clean(value: str) -> str:
