@@ -34,17 +34,7 @@ def segment_message(track: Track) -> dict[str, Any]:
     message. Its queue, consumer, batching, retries and HTTP posts are still the client's.
     test_delivery holds the two messages equal for any event.
     """
-    return {
-        "integrations": {},
-        "anonymousId": None,
-        "properties": track.properties,
-        "timestamp": track.timestamp.isoformat(timespec="milliseconds"),
-        "context": {**track.context, "library": {**_LIBRARY}},
-        "userId": track.user_id,
-        "type": "track",
-        "event": track.event,
-        "messageId": track.message_id,
-    }
+    return track.as_message(_LIBRARY)
 
 
 class _ClientWithoutAtexitJoin(Client):  # type: ignore[misc]

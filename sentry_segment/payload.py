@@ -43,14 +43,19 @@ class Track:
             "message_id": self.message_id,
         }
 
-    def as_message(self) -> dict[str, Any]:
-        """The fields as Segment's HTTP API names them (what the collector receives)."""
+    def as_message(self, library: Optional[Mapping[str, str]] = None) -> dict[str, Any]:
+        """The message as Segment's HTTP API takes it, and as its ``Client.track`` queues it
+        when given the client's library (name and version) for ``context.library``."""
+        context = self.context if library is None else {**self.context, "library": {**library}}
         return {
-            "userId": self.user_id,
-            "event": self.event,
+            "integrations": {},
+            "anonymousId": None,
             "properties": self.properties,
-            "context": self.context,
-            "timestamp": self.timestamp.isoformat(),
+            "timestamp": self.timestamp.isoformat(timespec="milliseconds"),
+            "context": context,
+            "userId": self.user_id,
+            "type": "track",
+            "event": self.event,
             "messageId": self.message_id,
         }
 
