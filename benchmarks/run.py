@@ -80,6 +80,16 @@ def cpu_per_forwarded_event(
     return statistics.median(bare), statistics.median(extra)
 
 
+def start_script(script: str, host: str, **settings: object) -> subprocess.Popen[str]:
+    """Run a benchmark script with python -c, its output piped: the benchmarks' directory in
+    BENCH_DIR, the collector in BENCH_HOST, each setting as BENCH_<NAME>."""
+    environ = {**os.environ, "BENCH_DIR": str(Path(__file__).parent), "BENCH_HOST": host}
+    environ.update({f"BENCH_{name.upper()}": str(value) for name, value in settings.items()})
+    return subprocess.Popen(
+        [sys.executable, "-c", script], env=environ, stdout=subprocess.PIPE, text=True
+    )
+
+
 CPU_SCRIPT = textwrap.dedent(
     """
     import json, os, sys
@@ -96,17 +106,10 @@ CPU_SCRIPT = textwrap.dedent(
 def cpu_in_fresh_process(host: str, block: int, rounds: int, capture: str) -> tuple[float, float]:
     """cpu_per_forwarded_event in a process of its own: no threads, clients or garbage left
     over from the benchmarks before it."""
-    environ = {**os.environ, "BENCH_DIR": str(Path(__file__).parent), "BENCH_HOST": host}
-    environ.update(BENCH_CAPTURE=capture, BENCH_BLOCK=str(block), BENCH_ROUNDS=str(rounds))
-    output = subprocess.run(
-        [sys.executable, "-c", CPU_SCRIPT],
-        env=environ,
-        capture_output=True,
-        text=True,
-        timeout=1800,
-        check=True,
-    )
-    bare, extra = json.loads(output.stdout)
+    run = start_script(CPU_SCRIPT, host, capture=capture, block=block, rounds=rounds)
+    output = run.communicate(timeout=1800)[0]
+    assert run.returncode == 0, f"the CPU benchmark exited with {run.returncode}"
+    bare, extra = json.loads(output)
     return float(bare), float(extra)
 
 
@@ -144,7 +147,7 @@ RSS_SCRIPT = textwrap.dedent(
     from latency import capture_once, make_client, WRITE_KEY
     from sentry_segment import SegmentIntegration
     integrations = []
-    if os.environ["BENCH_WITH"] == "1":
+    if os.environ["BENCH_INTEGRATED"] == "1":
         integrations = [SegmentIntegration(write_key=WRITE_KEY, host=os.environ["BENCH_HOST"],
                                            rate_limit="off")]
     client = make_client(integrations)
@@ -159,18 +162,7 @@ RSS_SCRIPT = textwrap.dedent(
 
 def peak_rss_mb(host: str, events: int) -> tuple[float, float]:
     """(without, with) peak RSS in MB of a process that captured ``events`` errors."""
-    environ = {**os.environ, "BENCH_DIR": str(Path(__file__).parent), "BENCH_HOST": host}
-    environ["BENCH_EVENTS"] = str(events)
-    runs = []
-    for with_integration in ("0", "1"):
-        runs.append(
-            subprocess.Popen(
-                [sys.executable, "-c", RSS_SCRIPT],
-                env={**environ, "BENCH_WITH": with_integration},
-                stdout=subprocess.PIPE,
-                text=True,
-            )
-        )
+    runs = [start_script(RSS_SCRIPT, host, events=events, integrated=flag) for flag in ("0", "1")]
     without, with_ = (float(run.communicate(timeout=1800)[0]) for run in runs)
     return without, with_
 
@@ -195,10 +187,9 @@ FLEET_SCRIPT = textwrap.dedent(
 
 
 def fleet_accuracy(host: str, storage: str, processes: int = 4) -> float:
-    environ = {**os.environ, "BENCH_DIR": str(Path(__file__).parent), "BENCH_HOST": host}
-    environ.update(BENCH_STORAGE=storage, BENCH_START_AT=str(time.time() + 4))
+    start_at = time.time() + 4
     runs = [
-        subprocess.Popen([sys.executable, "-c", FLEET_SCRIPT], env=environ, stdout=subprocess.PIPE)
+        start_script(FLEET_SCRIPT, host, storage=storage, start_at=start_at)
         for _ in range(processes)
     ]
     forwarded = sum(json.loads(run.communicate(timeout=120)[0])["forwarded"] for run in runs)
