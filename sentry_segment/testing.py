@@ -1,9 +1,7 @@
-"""Loopback Segment and Sentry endpoints that record what arrives, and a pytest plugin.
+"""Loopback Segment and Sentry endpoints that record what arrives, for tests and development.
 
-The servers need the ``testing`` extra (``pip install sentry-segment[testing]``), which brings
-pytest-httpserver. The plugin (registered with pytest when sentry-segment is installed) adds
-the ``segment_collector`` fixture, and ``segment_environment`` to point every
-``SegmentIntegration()`` at it; both need the extra only when a test uses them.
+They need the ``testing`` extra (``pip install sentry-segment[testing]``), which brings
+pytest-httpserver. The pytest fixtures built on them are in ``sentry_segment.pytest_plugin``.
 """
 
 from __future__ import annotations
@@ -15,7 +13,6 @@ import re
 import threading
 import time
 from collections import deque
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Optional
 
@@ -25,11 +22,6 @@ if TYPE_CHECKING:
     from werkzeug import Request, Response
 
     from .integration import SegmentIntegration
-
-try:
-    import pytest
-except ImportError:  # the servers work without pytest; only the fixtures need it
-    pytest = None  # type: ignore[assignment]
 
 LOOPBACK = "127.0.0.1"
 TEST_WRITE_KEY = "sentry_segment_test_write_key"
@@ -256,23 +248,3 @@ def _basic_auth_user(request: Request) -> Optional[str]:
     except ValueError:
         return None
     return user
-
-
-if pytest is not None:
-
-    @pytest.fixture
-    def segment_collector() -> Iterator[SegmentCollector]:
-        """A loopback Segment endpoint for this test; aim SegmentIntegration at it with
-        ``segment_collector.integration()`` or the ``segment_environment`` fixture."""
-        with SegmentCollector() as collector:
-            yield collector
-
-    @pytest.fixture
-    def segment_environment(
-        segment_collector: SegmentCollector, monkeypatch: pytest.MonkeyPatch
-    ) -> SegmentCollector:
-        """Sets SENTRY_SEGMENT_HOST and SENTRY_SEGMENT_WRITE_KEY so that an application's own
-        ``SegmentIntegration()`` sends to ``segment_collector``; returns the collector."""
-        for name, value in segment_collector.environment().items():
-            monkeypatch.setenv(name, value)
-        return segment_collector
