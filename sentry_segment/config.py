@@ -1,27 +1,30 @@
-"""Reads, validates and masks the integration's options (keyword arguments, then environment)."""
+"""The integration's options: one table of names, environment variables, defaults and checks."""
 
 from __future__ import annotations
 
+import dataclasses
+import difflib
 import importlib.util
 import json
 import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 from urllib.parse import urlsplit, urlunsplit
 
 from limits import RateLimitItem, parse_many
+
+from .payload import INCLUDABLE, Shape
 
 US_HOST = "https://api.segment.io"
 EU_HOST = "https://events.eu1.segmentapis.com"
 REGION_HOSTS = {"us": US_HOST, "eu": EU_HOST}
 DEFAULT_RATE_LIMIT = "200/second"
 DEFAULT_EVENT_NAME = "Error Captured"
-DEFAULT_MAX_QUEUE_SIZE = 10_000
-DEFAULT_TIMEOUT = 10.0
-DEFAULT_MAX_RETRIES = 10
+DEFAULT_SENTRY_WEB_URL = "https://sentry.io"
 MEMORY_STORAGE = "memory://"
+ENV_PREFIX = "SENTRY_SEGMENT_"
 # limits storage schemes that can share one limit between processes, and the extra each needs.
 SHARED_STORAGES = {
     "redis": ("redis", "redis"),
@@ -31,23 +34,10 @@ SHARED_STORAGES = {
     "memcached": ("pymemcache", "memcached"),
 }
 
-ENV = {
-    "write_key": "SENTRY_SEGMENT_WRITE_KEY",
-    "host": "SENTRY_SEGMENT_HOST",
-    "region": "SENTRY_SEGMENT_REGION",
-    "rate_limit": "SENTRY_SEGMENT_RATE_LIMIT",
-    "projects": "SENTRY_SEGMENT_PROJECTS",
-    "enabled": "SENTRY_SEGMENT_ENABLED",
-    "event_name": "SENTRY_SEGMENT_EVENT_NAME",
-    "max_queue_size": "SENTRY_SEGMENT_MAX_QUEUE_SIZE",
-    "timeout": "SENTRY_SEGMENT_TIMEOUT",
-    "max_retries": "SENTRY_SEGMENT_MAX_RETRIES",
-    "rate_limit_storage": "SENTRY_SEGMENT_RATE_LIMIT_STORAGE",
-}
-
 # Sentry's forwarder accepts the same alphabet for organization write keys.
-_WRITE_KEY = re.compile(r"^[A-Za-z0-9_\-]+$")
-_PROJECT_ID = re.compile(r"^[0-9]+$")
+_WRITE_KEY = re.compile(r"[A-Za-z0-9_\-]+")
+_PROJECT_ID = re.compile(r"[0-9]+")
+_ORGANIZATION_SLUG = re.compile(r"[A-Za-z0-9][A-Za-z0-9_\-]*")
 _OVERRIDE_KEYS = frozenset({"write_key", "enabled"})
 _TRUE = frozenset({"1", "true", "yes", "on"})
 _FALSE = frozenset({"0", "false", "no", "off"})
@@ -101,64 +91,32 @@ class ProjectOverride:
         return described
 
 
-@dataclass(frozen=True)
-class Options:
-    """The validated configuration of one SegmentIntegration."""
-
-    write_key: Optional[WriteKey]
-    host: str = US_HOST
-    rate_limits: tuple[RateLimitItem, ...] = field(default_factory=tuple)
-    projects: Mapping[str, ProjectOverride] = field(default_factory=dict)
-    enabled: bool = True
-    event_name: str = DEFAULT_EVENT_NAME
-    max_queue_size: int = DEFAULT_MAX_QUEUE_SIZE
-    timeout: float = DEFAULT_TIMEOUT
-    max_retries: int = DEFAULT_MAX_RETRIES
-    rate_limit_storage: str = MEMORY_STORAGE
-
-    def __repr__(self) -> str:
-        return f"Options({self.describe()!r})"
-
-    def describe(self) -> dict[str, Any]:
-        """The configuration as plain data, write keys masked."""
-        return {
-            "write_key": mask(self.write_key),
-            "host": self.host,
-            "rate_limit": "; ".join(str(item) for item in self.rate_limits) or "off",
-            "rate_limit_storage": mask_uri(self.rate_limit_storage),
-            "enabled": self.enabled,
-            "event_name": self.event_name,
-            "max_queue_size": self.max_queue_size,
-            "timeout": self.timeout,
-            "max_retries": self.max_retries,
-            "projects": {
-                project: override.describe() for project, override in self.projects.items()
-            },
-        }
-
-
-_UNSET: Any = object()
+# The checks of the table below: each takes the option's name and the value given (a keyword
+# argument as passed, or an environment variable's text, both stripped of surrounding
+# whitespace) and returns the option's value or raises ConfigurationError.
+Parse = Callable[[str, Any], Any]
 
 
 def _error(option: str, problem: str) -> ConfigurationError:
-    return ConfigurationError(f"sentry-segment: {option} (env {ENV[option]}) {problem}")
+    variable = ENV.get(option)
+    where = f" (env {variable})" if variable else ""
+    return ConfigurationError(f"sentry-segment: {option}{where} {problem}")
 
 
-def _pick(option: str, given: Any, environ: Mapping[str, str]) -> tuple[Any, bool]:
-    """The explicit argument if given, else the environment's raw string; and whether set."""
-    if given is not _UNSET and given is not None:
-        return given, True
-    raw = environ.get(ENV[option])
-    if raw is not None and raw.strip() != "":
-        return raw.strip(), True
-    return None, False
+def _write_key_problem(value: Any) -> Optional[str]:
+    if not isinstance(value, str) or not value:
+        return "must be a non-empty string"
+    if any(character.isspace() for character in value):
+        return "contains whitespace; copy the key again from the Segment source"
+    if not _WRITE_KEY.fullmatch(value):
+        return "may contain only letters, digits, '_' and '-'"
+    return None
 
 
 def _write_key(option: str, value: Any) -> WriteKey:
-    if not isinstance(value, str) or not value:
-        raise _error(option, "must be a non-empty string")
-    if not _WRITE_KEY.match(value):
-        raise _error(option, "may contain only letters, digits, '_' and '-'")
+    problem = _write_key_problem(value)
+    if problem is not None:
+        raise _error(option, problem)
     return WriteKey(value)
 
 
@@ -170,69 +128,80 @@ def _bool(option: str, value: Any) -> bool:
     raise _error(option, f"must be true or false, got {value!r}")
 
 
-def _host(host: Any, region: Any) -> str:
-    if host is not None and region is not None:
-        raise ConfigurationError(
-            "sentry-segment: give host (env SENTRY_SEGMENT_HOST) or region "
-            "(env SENTRY_SEGMENT_REGION), not both"
-        )
-    if region is not None:
-        if not isinstance(region, str) or region.lower() not in REGION_HOSTS:
-            raise _error("region", f"must be 'us' or 'eu', got {region!r}")
-        return REGION_HOSTS[region.lower()]
-    if host is None:
-        return US_HOST
-    if not isinstance(host, str):
-        raise _error("host", f"must be a URL string, got {type(host).__name__}")
-    parts = urlsplit(host)
+def _region(option: str, value: Any) -> str:
+    if not isinstance(value, str) or value.lower() not in REGION_HOSTS:
+        raise _error(option, f"must be 'us' or 'eu', got {value!r}")
+    return value.lower()
+
+
+def _url(option: str, value: Any, what: str) -> str:
+    if not isinstance(value, str):
+        raise _error(option, f"must be a URL string, got {type(value).__name__}")
+    parts = urlsplit(value)
     if parts.scheme not in ("http", "https") or not parts.netloc:
-        raise _error("host", f"must start with http:// or https://, got {host!r}")
+        raise _error(option, f"must start with http:// or https://, got {value!r}")
     if parts.path not in ("", "/") or parts.query or parts.fragment:
-        raise _error(
-            "host", f"must be scheme and host only (the client appends /v1/batch), got {host!r}"
-        )
+        raise _error(option, f"must be scheme and host only ({what}), got {value!r}")
     return f"{parts.scheme}://{parts.netloc}"
 
 
-def _rate_limits(value: Any) -> tuple[RateLimitItem, ...]:
+def _host(option: str, value: Any) -> str:
+    return _url(option, value, "the client appends /v1/batch")
+
+
+def _sentry_web_url(option: str, value: Any) -> str:
+    return _url(option, value, "links add /organizations/...")
+
+
+def _rate_limits(option: str, value: Any) -> tuple[RateLimitItem, ...]:
     if isinstance(value, str) and value.lower() in _NO_LIMIT:
         return ()
     if not isinstance(value, str):
-        raise _error("rate_limit", f"must be a string like '200/second', got {value!r}")
+        raise _error(option, f"must be a string like '200/second', got {value!r}")
     try:
-        return tuple(parse_many(value))
+        items = tuple(parse_many(value))
     except ValueError:
         raise _error(
-            "rate_limit", f"must look like '200/second' or '10/second;1000/hour', got {value!r}"
+            option, f"must look like '200/second' or '10/second;1000/hour', got {value!r}"
         ) from None
+    if any(item.amount < 1 for item in items):
+        raise _error(
+            option,
+            f"must allow at least 1 event, got {value!r}; to stop forwarding, set enabled "
+            "to false (env SENTRY_SEGMENT_ENABLED=false)",
+        )
+    return items
 
 
-def _storage(value: Any) -> str:
+def _storage(option: str, value: Any) -> str:
     if not isinstance(value, str) or "://" not in value:
-        raise _error("rate_limit_storage", f"must be a limits storage URI, got {value!r}")
+        raise _error(option, f"must be a limits storage URI, got {value!r}")
     scheme = value.split("://", 1)[0].lower()
     if value == MEMORY_STORAGE or scheme == "memory":
         return MEMORY_STORAGE
     if scheme not in SHARED_STORAGES:
         allowed = ", ".join(f"{name}://" for name in ("memory", *SHARED_STORAGES))
-        raise _error("rate_limit_storage", f"scheme {scheme!r} is not one of {allowed}")
+        raise _error(option, f"scheme {scheme!r} is not one of {allowed}")
     module, extra = SHARED_STORAGES[scheme]
     if importlib.util.find_spec(module) is None:
         raise _error(
-            "rate_limit_storage",
+            option,
             f"{scheme}:// needs the {module!r} package: pip install 'sentry-segment[{extra}]'",
         )
     return value
 
 
-def _integer(option: str, value: Any, minimum: int) -> int:
-    try:
-        number = int(value)
-    except (TypeError, ValueError):
-        number = minimum - 1
-    if isinstance(value, (bool, float)) or number < minimum:
-        raise _error(option, f"must be an integer of at least {minimum}, got {value!r}")
-    return number
+def _integer(minimum: int) -> Parse:
+    def parse(option: str, value: Any) -> int:
+        try:
+            number = int(value)
+        except (TypeError, ValueError):
+            number = minimum - 1
+        if isinstance(value, (bool, float)) or number < minimum:
+            raise _error(option, f"must be an integer of at least {minimum}, got {value!r}")
+        return number
+
+    return parse
 
 
 def _seconds(option: str, value: Any) -> float:
@@ -245,157 +214,227 @@ def _seconds(option: str, value: Any) -> float:
     return seconds
 
 
-def _projects(value: Any) -> dict[str, ProjectOverride]:
+def _text(option: str, value: Any) -> str:
+    if not isinstance(value, str) or not value:
+        raise _error(option, "must be a non-empty string")
+    return value
+
+
+def _organization(option: str, value: Any) -> str:
+    if not isinstance(value, str) or not _ORGANIZATION_SLUG.fullmatch(value):
+        raise _error(option, f"must be a Sentry organization slug like 'acme', got {value!r}")
+    return value
+
+
+def _include(option: str, value: Any) -> tuple[str, ...]:
+    if isinstance(value, str):
+        names = [name.strip() for name in value.split(",")]
+    elif isinstance(value, (list, tuple, set, frozenset)):
+        names = [name.strip() if isinstance(name, str) else name for name in value]
+    else:
+        raise _error(option, f"must be a list of names or a comma-separated string, got {value!r}")
+    unknown = [name for name in names if name and name not in INCLUDABLE]
+    if unknown:
+        raise _error(option, f"has unknown names {unknown}; valid: {', '.join(INCLUDABLE)}")
+    return tuple(name for name in INCLUDABLE if name in names)
+
+
+def _callable(option: str, value: Any) -> Callable[..., Any]:
+    if not callable(value):
+        raise _error(
+            option, f"must be a function (message, event) -> message or None, got {value!r}"
+        )
+    return value  # type: ignore[no-any-return]
+
+
+def _projects(option: str, value: Any) -> dict[str, ProjectOverride]:
     if isinstance(value, str):
         try:
             value = json.loads(value)
         except json.JSONDecodeError as exc:
-            raise _error(
-                "projects", f"is not valid JSON: {exc.msg} at position {exc.pos}"
-            ) from None
+            raise _error(option, f"is not valid JSON: {exc.msg} at position {exc.pos}") from None
         except RecursionError:
-            raise _error("projects", "is nested too deeply") from None
+            raise _error(option, "is nested too deeply") from None
     if not isinstance(value, Mapping):
-        raise _error("projects", "must be a JSON object keyed by Sentry project ID")
+        raise _error(option, "must be a JSON object keyed by Sentry project ID")
     overrides = {}
     for raw_project, raw_override in value.items():
         project = str(raw_project)
-        if isinstance(raw_project, bool) or not _PROJECT_ID.match(project):
-            raise _error("projects", f"keys must be numeric Sentry project IDs, got {project!r}")
+        if isinstance(raw_project, bool) or not _PROJECT_ID.fullmatch(project):
+            raise _error(option, f"keys must be numeric Sentry project IDs, got {project!r}")
         if not isinstance(raw_override, Mapping):
-            raise _error("projects", f"[{project!r}] must be an object")
+            raise _error(option, f"[{project!r}] must be an object")
         unknown = sorted(str(key) for key in raw_override if key not in _OVERRIDE_KEYS)
         if unknown:
             raise _error(
-                "projects",
+                option,
                 f"[{project!r}] has unknown keys {unknown}; allowed: {sorted(_OVERRIDE_KEYS)}",
             )
         write_key = raw_override.get("write_key")
         if "write_key" in raw_override and (not isinstance(write_key, str) or not write_key):
             raise _error(
-                "projects",
+                option,
                 f"[{project!r}].write_key must be a non-empty string "
                 "(to stop forwarding for a project, set enabled to false)",
             )
-        if write_key is not None and not _WRITE_KEY.match(write_key):
-            raise _error(
-                "projects", f"[{project!r}].write_key may contain only letters, digits, '_' and '-'"
-            )
+        if write_key is not None:
+            write_key = write_key.strip()
+            problem = _write_key_problem(write_key)
+            if problem is not None:
+                raise _error(option, f"[{project!r}].write_key {problem}")
+            write_key = WriteKey(write_key)
         enabled = raw_override.get("enabled")
         if enabled is not None and not isinstance(enabled, bool):
-            raise _error("projects", f"[{project!r}].enabled must be true or false")
-        overrides[project] = ProjectOverride(
-            write_key=WriteKey(write_key) if write_key is not None else None, enabled=enabled
-        )
+            raise _error(option, f"[{project!r}].enabled must be true or false")
+        overrides[project] = ProjectOverride(write_key=write_key, enabled=enabled)
     return overrides
 
 
-def resolve(
-    *,
-    write_key: Any = _UNSET,
-    host: Any = _UNSET,
-    region: Any = _UNSET,
-    rate_limit: Any = _UNSET,
-    projects: Any = _UNSET,
-    enabled: Any = _UNSET,
-    event_name: Any = _UNSET,
-    max_queue_size: Any = _UNSET,
-    timeout: Any = _UNSET,
-    max_retries: Any = _UNSET,
-    rate_limit_storage: Any = _UNSET,
-    environ: Optional[Mapping[str, str]] = None,
-) -> Options:
-    """Validate explicit options, falling back to the environment for those not given."""
-    env = os.environ if environ is None else environ
-    try:
-        return _resolve(
-            write_key=write_key,
-            host=host,
-            region=region,
-            rate_limit=rate_limit,
-            projects=projects,
-            enabled=enabled,
-            event_name=event_name,
-            max_queue_size=max_queue_size,
-            timeout=timeout,
-            max_retries=max_retries,
-            rate_limit_storage=rate_limit_storage,
-            env=env,
+def _option(variable: Optional[str], default: Any, parse: Parse) -> Any:
+    return field(default=default, metadata={"env": variable, "parse": parse})
+
+
+def _no_overrides() -> Any:
+    return field(
+        default_factory=dict, metadata={"env": "SENTRY_SEGMENT_PROJECTS", "parse": _projects}
+    )
+
+
+@dataclass(frozen=True)
+class Options:
+    """The validated configuration of one SegmentIntegration: every option, its environment
+    variable (None: keyword argument only), its default and its check, in one table."""
+
+    write_key: Optional[WriteKey] = _option("SENTRY_SEGMENT_WRITE_KEY", None, _write_key)
+    host: str = _option("SENTRY_SEGMENT_HOST", US_HOST, _host)
+    region: Optional[str] = _option("SENTRY_SEGMENT_REGION", None, _region)
+    rate_limit: tuple[RateLimitItem, ...] = _option(
+        "SENTRY_SEGMENT_RATE_LIMIT", tuple(parse_many(DEFAULT_RATE_LIMIT)), _rate_limits
+    )
+    rate_limit_storage: str = _option("SENTRY_SEGMENT_RATE_LIMIT_STORAGE", MEMORY_STORAGE, _storage)
+    projects: Mapping[str, ProjectOverride] = _no_overrides()
+    enabled: bool = _option("SENTRY_SEGMENT_ENABLED", True, _bool)
+    event_name: str = _option("SENTRY_SEGMENT_EVENT_NAME", DEFAULT_EVENT_NAME, _text)
+    include: tuple[str, ...] = _option("SENTRY_SEGMENT_INCLUDE", (), _include)
+    sentry_org: Optional[str] = _option("SENTRY_SEGMENT_SENTRY_ORG", None, _organization)
+    sentry_web_url: str = _option(
+        "SENTRY_SEGMENT_SENTRY_WEB_URL", DEFAULT_SENTRY_WEB_URL, _sentry_web_url
+    )
+    before_forward: Optional[Callable[..., Any]] = _option(None, None, _callable)
+    max_queue_size: int = _option("SENTRY_SEGMENT_MAX_QUEUE_SIZE", 10_000, _integer(1))
+    timeout: float = _option("SENTRY_SEGMENT_TIMEOUT", 10.0, _seconds)
+    max_retries: int = _option("SENTRY_SEGMENT_MAX_RETRIES", 10, _integer(0))
+
+    def __repr__(self) -> str:
+        return f"Options({self.describe()!r})"
+
+    @property
+    def shape(self) -> Shape:
+        """What this configuration makes of the forwarder's message."""
+        return Shape(
+            event_name=self.event_name,
+            include=self.include,
+            issues_url=f"{self.sentry_web_url}/organizations/{self.sentry_org}/issues/",
         )
+
+    def describe(self) -> dict[str, Any]:
+        """The configuration as plain data, write keys and storage passwords masked."""
+        described = {option.name: getattr(self, option.name) for option in OPTIONS}
+        described.update(
+            write_key=mask(self.write_key),
+            rate_limit="; ".join(str(item) for item in self.rate_limit) or "off",
+            rate_limit_storage=mask_uri(self.rate_limit_storage),
+            include=list(self.include),
+            before_forward=_describe_callable(self.before_forward),
+            projects={project: override.describe() for project, override in self.projects.items()},
+        )
+        return described
+
+
+def _describe_callable(function: Optional[Callable[..., Any]]) -> Optional[str]:
+    if function is None:
+        return None
+    return f"{getattr(function, '__module__', '?')}.{getattr(function, '__qualname__', function)}"
+
+
+OPTIONS = dataclasses.fields(Options)
+OPTION_NAMES = tuple(option.name for option in OPTIONS)
+ENV: dict[str, str] = {
+    option.name: option.metadata["env"] for option in OPTIONS if option.metadata["env"]
+}
+# Given as a keyword argument, either of these makes the other's environment variable unread.
+_PAIRED = {"host": "region", "region": "host"}
+
+
+def resolve(*, environ: Optional[Mapping[str, str]] = None, **given: Any) -> Options:
+    """Validate explicit options, falling back to the environment for those not given.
+
+    An option given as None counts as not given.
+    """
+    env = os.environ if environ is None else environ
+    unexpected = sorted(set(given) - set(OPTION_NAMES))
+    if unexpected:
+        close = difflib.get_close_matches(unexpected[0], OPTION_NAMES, n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        raise TypeError(f"SegmentIntegration got an unexpected option {unexpected[0]!r}{hint}")
+    try:
+        return _resolve(given, env)
     except ConfigurationError as error:
         # A value echoed by the message may be a write key given to the wrong option.
         message = str(error)
-        for secret in (write_key, env.get(ENV["write_key"])):
-            if isinstance(secret, str) and len(secret) >= 4:
+        for secret in (given.get("write_key"), env.get(ENV["write_key"])):
+            if isinstance(secret, str) and len(secret.strip()) >= 4:
                 message = message.replace(secret.strip(), mask(secret.strip()))
         raise ConfigurationError(message) from None
 
 
-def _resolve(
-    *,
-    write_key: Any,
-    host: Any,
-    region: Any,
-    rate_limit: Any,
-    projects: Any,
-    enabled: Any,
-    event_name: Any,
-    max_queue_size: Any,
-    timeout: Any,
-    max_retries: Any,
-    rate_limit_storage: Any,
-    env: Mapping[str, str],
-) -> Options:
-    enabled_value, _ = _pick("enabled", enabled, env)
-    is_enabled = True if enabled_value is None else _bool("enabled", enabled_value)
+def _resolve(given: Mapping[str, Any], env: Mapping[str, str]) -> Options:
+    values: dict[str, Any] = {}
+    for option in OPTIONS:
+        raw = _pick(option.name, given, env)
+        if raw is not None:
+            values[option.name] = option.metadata["parse"](option.name, raw)
+    if "host" in values and "region" in values:
+        raise ConfigurationError(
+            "sentry-segment: give host (env SENTRY_SEGMENT_HOST) or region "
+            "(env SENTRY_SEGMENT_REGION), not both"
+        )
+    if "region" in values:
+        values["host"] = REGION_HOSTS[values["region"]]
+    options = Options(**values)
+    if "sentry_url" in options.include and options.sentry_org is None:
+        raise _error(
+            "sentry_org",
+            "is required to include sentry_url (env SENTRY_SEGMENT_INCLUDE): the links name "
+            "the organization, as in https://sentry.io/organizations/acme/",
+        )
+    return options
 
-    given_host = host is not _UNSET and host is not None
-    given_region = region is not _UNSET and region is not None
-    if given_host or given_region:
-        resolved_host = _host(host if given_host else None, region if given_region else None)
-    else:
-        resolved_host = _host(_pick("host", None, env)[0], _pick("region", None, env)[0])
 
-    limit_value, limit_set = _pick("rate_limit", rate_limit, env)
-    limits = _rate_limits(limit_value if limit_set else DEFAULT_RATE_LIMIT)
+def _pick(name: str, given: Mapping[str, Any], env: Mapping[str, str]) -> Any:
+    """The explicit argument if given, else the environment's text; stripped; None if unset."""
+    value = given.get(name)
+    if value is not None:
+        return value.strip() if isinstance(value, str) else value
+    partner = _PAIRED.get(name)
+    variable = ENV.get(name)
+    if variable is None or (partner is not None and given.get(partner) is not None):
+        return None
+    text = env.get(variable)
+    if text is None or not text.strip():
+        return None
+    return text.strip()
 
-    projects_value, projects_set = _pick("projects", projects, env)
-    overrides = _projects(projects_value) if projects_set else {}
 
-    name_value, name_set = _pick("event_name", event_name, env)
-    if name_set and (not isinstance(name_value, str) or not name_value.strip()):
-        raise _error("event_name", "must be a non-empty string")
-    name = name_value if name_set else DEFAULT_EVENT_NAME
-
-    size_value, size_set = _pick("max_queue_size", max_queue_size, env)
-    size = _integer("max_queue_size", size_value, 1) if size_set else DEFAULT_MAX_QUEUE_SIZE
-    timeout_value, timeout_set = _pick("timeout", timeout, env)
-    seconds = _seconds("timeout", timeout_value) if timeout_set else DEFAULT_TIMEOUT
-    retries_value, retries_set = _pick("max_retries", max_retries, env)
-    retries = _integer("max_retries", retries_value, 0) if retries_set else DEFAULT_MAX_RETRIES
-    storage_value, storage_set = _pick("rate_limit_storage", rate_limit_storage, env)
-    storage = _storage(storage_value) if storage_set else MEMORY_STORAGE
-
-    key_value, key_set = _pick("write_key", write_key, env)
-    key = _write_key("write_key", key_value) if key_set else None
-    if key is None and is_enabled:
-        raise _error("write_key", "is required (a Segment HTTP API source's write key)")
-    for project, override in overrides.items():
-        if key is None and override.enabled and override.write_key is None:
-            raise _error(
-                "write_key",
-                f"is required: project {project} is enabled and has no write_key of its own",
-            )
-
-    return Options(
-        write_key=key,
-        host=resolved_host,
-        rate_limits=limits,
-        projects=overrides,
-        enabled=is_enabled,
-        event_name=name,
-        max_queue_size=size,
-        timeout=seconds,
-        max_retries=retries,
-        rate_limit_storage=storage,
-    )
+def unknown_variables(environ: Optional[Mapping[str, str]] = None) -> list[str]:
+    """One line per SENTRY_SEGMENT_* variable that is no option's, with the likely one."""
+    env = os.environ if environ is None else environ
+    # Compared without the prefix, which every name shares.
+    known = {variable[len(ENV_PREFIX) :]: variable for variable in ENV.values()}
+    lines = []
+    for name in sorted(env):
+        if name.startswith(ENV_PREFIX) and name not in ENV.values():
+            close = difflib.get_close_matches(name[len(ENV_PREFIX) :], known, n=1, cutoff=0.6)
+            hint = f"; did you mean {known[close[0]]}?" if close else ""
+            lines.append(f"{name} is not a sentry-segment setting{hint}")
+    return lines

@@ -1,28 +1,37 @@
-"""Segment clients, one per write key and host per process, and what each delivered or lost."""
+"""Segment's client, one per write key and host per process: its queue, a consumer thread that
+posts as soon as a message waits, and what became of every message."""
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import queue
 import threading
 import time
 from collections.abc import Sequence
-from typing import Any, Callable, Optional
+from typing import Any, Optional
 
-import wrapt
 from requests import sessions
-from segment.analytics import Client
+from segment.analytics import consumer as segment_consumer
 from segment.analytics import request as segment_request
+from segment.analytics.request import DatetimeSerializer
 from segment.analytics.version import VERSION as SEGMENT_VERSION
-from sentry_sdk.utils import capture_internal_exceptions, logger
+from sentry_sdk.utils import logger
 
 from .config import Options, mask
 from .payload import Track
+from .quiet import QuietClient, quiet_scopes
 from .stats import Stats
 
 SEGMENT_LOGGER = "segment"
-_LIBRARY = {"name": "analytics-python", "version": SEGMENT_VERSION}
+LIBRARY = {"name": "analytics-python", "version": SEGMENT_VERSION}
+# Segment's API takes up to 500 KB and 2,500 messages per batch; its client keeps under 475 KB.
+UPLOAD_SIZE = 500
+MAX_BATCH_BYTES = segment_consumer.BATCH_SIZE_LIMIT
+MAX_MESSAGE_BYTES = segment_consumer.MAX_MSG_SIZE
+# A consumer with nothing to post for this long ends; the next message starts another.
+IDLE_SECONDS = 2.0
 
 
 def segment_message(track: Track) -> dict[str, Any]:
@@ -31,105 +40,156 @@ def segment_message(track: Track) -> dict[str, Any]:
     Built here rather than by track(), which re-checks in the caller's thread what payload
     guarantees by construction (string fields, an aware timestamp, under 32 KB): its clean()
     walk and its JSON encoding to measure the size were half of the Segment client's CPU per
-    message. Its queue, consumer, batching, retries and HTTP posts are still the client's.
-    test_delivery holds the two messages equal for any event.
+    message. test_delivery holds the two messages equal for any event.
     """
-    return track.as_message(_LIBRARY)
+    return track.as_message(LIBRARY)
 
 
-class _ClientWithoutAtexitJoin(Client):  # type: ignore[misc]
-    """Segment's client, minus the join() its constructor registers with atexit.
+class Consumer(segment_consumer.Consumer):  # type: ignore[misc]
+    """Segment's consumer thread, with its retries, back-off and HTTP posts, posting at once.
 
-    That join stops the consumer before Sentry's atexit flushes us, and waits unbounded on a
-    hung request; unregistering it afterwards races with an exit already under way.
-    Sentry's close() flushes us instead, within shutdown_timeout.
+    Segment's own waits up to its upload interval (0.5 s) for a batch to fill. This one takes
+    what is queued when it looks and posts it: one message on its own when the process is
+    quiet, and under load everything that queued while the previous post was in flight
+    (group commit), up to 500 messages and 475 KB. It runs where Sentry records nothing.
     """
 
-    def join(self) -> None:
-        return None
+    def __init__(self, sink: Sink, work: queue.Queue[Any]) -> None:
+        super().__init__(
+            work,
+            sink.write_key,
+            host=sink.host,
+            on_error=sink.failed,
+            upload_size=UPLOAD_SIZE,
+            retries=sink.options.max_retries,
+            timeout=sink.options.timeout,
+        )
+        self.name = "sentry-segment-delivery"
+        self._sink = sink
+        self._held: Optional[tuple[dict[str, Any], int]] = None
+
+    def run(self) -> None:
+        with quiet_scopes(self._sink.quiet):
+            super().run()
+
+    def next(self) -> list[dict[str, Any]]:
+        """Everything queued now, or the first message to arrive within IDLE_SECONDS."""
+        items: list[dict[str, Any]] = []
+        total = 0
+        if self._held is not None:
+            (message, size), self._held = self._held, None
+            items.append(message)
+            total = size
+        while len(items) < self.upload_size:
+            try:
+                message = self.queue.get(block=not items, timeout=IDLE_SECONDS)
+            except queue.Empty:
+                if not items and self._sink.retire(self):
+                    self.running = False
+                break
+            size = _encoded_size(message)
+            if size > MAX_MESSAGE_BYTES:
+                # Segment's consumer drops these without marking them done: flush would hang.
+                self._sink.failed(ValueError("message over 32 KB"), [message])
+                self.queue.task_done()
+                continue
+            if total + size > MAX_BATCH_BYTES:
+                self._held = (message, size)
+                break
+            items.append(message)
+            total += size
+        return items
+
+    def request(self, batch: list[dict[str, Any]]) -> Any:
+        response = super().request(batch)
+        self._sink.delivered(batch)
+        return response
+
+
+def _encoded_size(message: dict[str, Any]) -> int:
+    return len(json.dumps(message, cls=DatetimeSerializer).encode())
 
 
 class Sink:
-    """One Segment client; attributes each message's fate to the Stats that sent it."""
+    """One write key and host: Segment's queue and consumer, and whose each message is."""
 
     def __init__(self, write_key: str, host: str, options: Options) -> None:
         self.host = host
-        self._write_key = write_key
+        self.write_key = str(write_key)
+        self.options = options
+        self.queue: queue.Queue[Any] = queue.Queue(options.max_queue_size)
         self._owners: dict[str, list[Stats]] = {}
         self._lock = threading.Lock()
+        self._consumer: Optional[Consumer] = None
         self._failing = False
-        self.client = _ClientWithoutAtexitJoin(
-            write_key=str(write_key),
-            host=host,
-            max_queue_size=options.max_queue_size,
-            timeout=options.timeout,
-            max_retries=options.max_retries,
-            on_error=self._on_error,
-            thread=1,
-            upload_size=500,
-        )
-        for consumer in self.client.consumers:
-            consumer.request = wrapt.FunctionWrapper(consumer.request, self._count_delivered)
+        self.quiet = QuietClient()
 
     def __repr__(self) -> str:
-        return f"Sink(write_key={mask(self._write_key)!r}, host={self.host!r})"
+        return f"Sink(write_key={mask(self.write_key)!r}, host={self.host!r})"
 
-    def track_many(self, tracks: Sequence[Track], owner: Stats) -> None:
-        """Queue the calls; count them forwarded, or dropped once Segment's queue is full.
+    def put_many(self, messages: Sequence[dict[str, Any]], owner: Stats, debug: bool) -> None:
+        """Queue the messages; count them forwarded, or dropped once Segment's queue is full.
 
         A forwarded message is later counted exactly once as delivered or failed.
         """
-        messages = [segment_message(track) for track in tracks]
+        self.quiet.follow_debug(debug)
         queued = 0
+        start: Optional[Consumer] = None
         # Under the lock the consumer settles with, so a delivery never precedes its count.
         with self._lock:
-            for track, message in zip(tracks, messages):
+            for message in messages:
                 try:
-                    self.client.queue.put_nowait(message)
+                    self.queue.put_nowait(message)
                 except queue.Full:
                     break
-                self._owners.setdefault(track.message_id, []).append(owner)
+                self._owners.setdefault(message["messageId"], []).append(owner)
                 queued += 1
             if queued:
                 owner.add("forwarded", queued)
-        if queued < len(tracks):
-            owner.add("dropped_queue_full", len(tracks) - queued)
+                if self._consumer is None:
+                    start = self._consumer = Consumer(self, self.queue)
+        if queued < len(messages):
+            owner.add("dropped_queue_full", len(messages) - queued)
+        # Started outside the lock: under gevent, starting a thread yields to other greenlets.
+        if start is not None:
+            start.start()
+
+    def retire(self, consumer: Consumer) -> bool:
+        """Whether an idle consumer may end: not while a message waits for it."""
+        with self._lock:
+            if self.queue.qsize() or self._consumer is not consumer:
+                return self._consumer is not consumer
+            self._consumer = None
+            return True
 
     def wait_until_sent(self, deadline: float) -> bool:
         """Wait until every queued message was posted or given up on, at most until deadline."""
-        return drain(self.client.queue, deadline)
+        return drain(self.queue, deadline)
 
-    def _count_delivered(
-        self, wrapped: Callable[..., Any], _instance: Any, args: Any, kwargs: Any
-    ) -> Any:
-        response = wrapped(*args, **kwargs)
-        with capture_internal_exceptions():
-            batch = kwargs.get("batch", args[0] if args else [])
-            self._settle([message.get("messageId") for message in batch], "delivered")
-            if self._failing:
-                self._failing = False
-                logger.warning("sentry-segment: delivery to %s recovered", self.host)
-        return response
+    def delivered(self, batch: list[dict[str, Any]]) -> None:
+        self._settle(batch, "delivered")
+        if self._failing:
+            self._failing = False
+            logger.warning("sentry-segment: delivery to %s recovered", self.host)
 
-    def _on_error(self, error: Exception, batch: list[dict[str, Any]]) -> None:
+    def failed(self, error: Exception, batch: list[dict[str, Any]]) -> None:
         # Runs on Segment's consumer thread, which dies for good if this raises.
         try:
-            self._settle([message.get("messageId") for message in batch], "failed")
+            self._settle(batch, "failed")
             if not self._failing:
                 self._failing = True
                 logger.warning(
-                    "sentry-segment: delivery to %s failing (%s); logging again on recovery",
-                    self.host,
-                    type(error).__name__,
+                    "sentry-segment: delivery failing, logging again on recovery: %s",
+                    describe_failure(error, self.host),
                 )
         except Exception:
             pass
 
-    def _settle(self, message_ids: list[Any], outcome: str) -> None:
+    def _settle(self, batch: list[dict[str, Any]], outcome: str) -> None:
         settled: dict[Stats, int] = {}
         with self._lock:
-            for message_id in message_ids:
-                owner = self._take_owner(message_id)
+            for message in batch:
+                owner = self._take_owner(message.get("messageId"))
                 if owner is not None:
                     settled[owner] = settled.get(owner, 0) + 1
         for owner, count in settled.items():
@@ -143,6 +203,35 @@ class Sink:
         if not waiting:
             del self._owners[message_id]
         return owner
+
+
+# What to check when Segment answers with a status, by status.
+_HINTS = {
+    400: "Segment refused the batch as invalid",
+    401: "check the write key (SENTRY_SEGMENT_WRITE_KEY) and that the host or region "
+    "(SENTRY_SEGMENT_REGION) is the source's workspace's",
+    403: "check the write key (SENTRY_SEGMENT_WRITE_KEY) and that the host or region "
+    "(SENTRY_SEGMENT_REGION) is the source's workspace's",
+    404: "check the host (SENTRY_SEGMENT_HOST): it is scheme and host only",
+    413: "Segment refused the batch as too large",
+    429: "Segment is rate-limiting this source",
+}
+
+
+def describe_failure(error: BaseException, host: str) -> str:
+    """What went wrong posting to host, with its HTTP status and what to check."""
+    status = getattr(error, "status", None)
+    if isinstance(status, int):
+        hint = _HINTS.get(status) or (
+            "Segment is failing; the client retried" if status >= 500 else "Segment refused it"
+        )
+        return f"{host} answered HTTP {status}: {hint}"
+    if isinstance(error, OSError) or type(error).__module__.startswith(("requests", "urllib3")):
+        return (
+            f"could not reach {host} ({type(error).__name__}): check the host "
+            "(SENTRY_SEGMENT_HOST, SENTRY_SEGMENT_REGION) and the network"
+        )
+    return f"posting to {host} failed ({type(error).__name__}: {error})"
 
 
 def drain(work: queue.Queue[Any], deadline: float) -> bool:
@@ -178,6 +267,7 @@ class _RedactWriteKeys(logging.Filter):
 
 _sinks: dict[tuple[str, str], Sink] = {}
 _sinks_lock = threading.Lock()
+_sinks_pid = os.getpid()
 _redact = _RedactWriteKeys()
 logging.getLogger(SEGMENT_LOGGER).addFilter(_redact)
 
@@ -190,8 +280,12 @@ def redact(write_key: str) -> None:
 def sink_for(write_key: str, host: str, options: Options) -> Sink:
     """The process's Segment client for this write key and host, created on first use.
 
-    Its queue size, timeout and retries are those of the options that created it.
+    Its queue size, timeout and retries are those of the options that created it. A process
+    forked without Python's fork hooks (uWSGI's workers, a fork() from C) is noticed here by
+    its PID and starts afresh, as the hook would have made it.
     """
+    if _sinks_pid != os.getpid():
+        forget_sinks()
     key = (str(write_key), host)
     found: Optional[Sink] = _sinks.get(key)
     if found is not None:
@@ -204,13 +298,14 @@ def sink_for(write_key: str, host: str, options: Options) -> Sink:
     return found
 
 
-def _forget_sinks_after_fork() -> None:
+def forget_sinks() -> None:
     """A client copied by fork() has no consumer thread; the child builds its own."""
-    global _sinks_lock  # noqa: PLW0603
+    global _sinks_lock, _sinks_pid  # noqa: PLW0603
+    _sinks_pid = os.getpid()
     _sinks_lock = threading.Lock()
     _sinks.clear()
     # Connections pooled by the parent must not be shared with the child.
     segment_request._session = sessions.Session()
 
 
-os.register_at_fork(after_in_child=_forget_sinks_after_fork)
+os.register_at_fork(after_in_child=forget_sinks)

@@ -1,8 +1,9 @@
-"""Per-integration state: filters sent events; off the capturing thread, builds, limits, queues."""
+"""Per-integration state: filters what Sentry sent; off the capturing thread, shapes, limits and
+hands each message to Segment's client."""
 
 from __future__ import annotations
 
-import dataclasses
+import copy
 import os
 import sys
 import threading
@@ -13,49 +14,60 @@ from collections import deque
 from collections.abc import Mapping
 from typing import Any, Optional
 
-from sentry_sdk.scope import Scope, ScopeType, use_isolation_scope, use_scope
-from sentry_sdk.utils import capture_internal_exception, capture_internal_exceptions
+from sentry_sdk.utils import capture_internal_exception, capture_internal_exceptions, logger
 
 from . import delivery, payload
 from .config import Options
+from .quiet import QuietClient, quiet_scopes
 from .ratelimit import RateLimit
 from .routing import Route, route
 from .stats import Stats
 
-# An idle worker thread exits after this long; the next event starts a new one.
-IDLE_SECONDS = 30.0
-# The worker takes what has queued once per this interval: a few long turns at the GIL
-# instead of a wake-up per event, and nothing on the capturing thread but an append
-# (see the README's benchmarks). Events wait for it at most this long.
-LINGER_SECONDS = 0.1
-# How often flush() looks whether the worker is done.
-FLUSH_POLL_SECONDS = 0.005
+# After the first event of a quiet spell the worker gathers for this long, so that a burst
+# costs the capturing threads one wake-up, not one per event. flush() cuts it short.
+LINGER_SECONDS = 0.02
+# An idle worker thread ends after this long; the next event starts another.
+IDLE_SECONDS = 2.0
 # Events the worker takes off the queue at once, and decides with one rate-limit round trip.
 BATCH_SIZE = 1000
 
 
 class Forwarder:
-    """Everything one SegmentIntegration remembers: routes, limits, queue, worker and counters."""
+    """Everything one SegmentIntegration remembers: routes, limits, queue, worker and counters.
+
+    Nothing that starts a thread or that a thread blocks on is made before it is needed: the
+    worker, its wake-up event and the rate limit's storage (limits' memory storage starts a
+    timer thread) are made when the first event arrives, in the process and under the
+    threading (gevent's, once patched) that will use them.
+    """
 
     def __init__(self, options: Options) -> None:
         self.options = options
         self.stats = Stats()
+        self.shape = options.shape
+        self.quiet = QuietClient()
+        self._extras = self.shape.needs_extras
+        self._keep_events = options.before_forward is not None
         self._routes: dict[Optional[str], Route] = {}
-        self._sinks: set[delivery.Sink] = set()
+        self._reported: set[str] = set()
         self._reset()
         _live_forwarders.add(self)
 
     def _reset(self) -> None:
-        # A deque, not a queue.Queue: append and popleft are atomic and cost the capturing
-        # thread no lock and no wake-up; the bound is checked before appending, so it may be
-        # passed by at most one event per thread racing on it.
-        self._pending: deque[tuple[payload.ErrorFields, Route]] = deque()
-        self._busy = False
+        # A deque: append and popleft are atomic and cost the capturing thread no lock and no
+        # wake-up; the bound is checked before appending, so it may be passed by at most one
+        # event per thread racing on it.
+        self._pending: deque[tuple[Any, Route]] = deque()
+        self._pid = os.getpid()
         self._lock = threading.Lock()
-        self._worker_running = False
-        self._rate_limit = RateLimit(
-            self.options.rate_limits, self.stats, self.options.rate_limit_storage
-        )
+        self._worker: Optional[threading.Thread] = None
+        self._wake: Optional[threading.Event] = None
+        self._settled: Optional[threading.Condition] = None
+        self._asleep = False
+        self._busy = False
+        self._hurry = False
+        self._rate_limit: Optional[RateLimit] = None
+        self._sinks: set[delivery.Sink] = set()
 
     def route_for(self, dsn: Optional[str]) -> Route:
         found = self._routes.get(dsn)
@@ -65,100 +77,217 @@ class Forwarder:
 
     def offer(self, event: Mapping[str, Any], dsn: Optional[str]) -> None:
         """Consider an event Sentry has sent; queue it for forwarding or count why not."""
+        if self._pid != os.getpid():
+            # Forked without Python's fork hooks (uWSGI, a fork() from C): as the hook would.
+            self._after_fork()
         if not payload.is_error(event):
             self.stats.add("skipped_not_error")
             return
         destination = self.route_for(dsn)
         if not destination.enabled:
-            self.stats.add("skipped_disabled")
+            self.stats.add(destination.skipped_as)
             return
         if payload.user_id(event) is None:
             self.stats.add("skipped_no_user")
             return
-        if len(self._pending) >= self.options.max_queue_size:
+        pending = self._pending
+        if len(pending) >= self.options.max_queue_size:
             self.stats.add("dropped_queue_full")
             return
-        self._pending.append((payload.error_fields(event), destination))
-        if not self._worker_running:
-            self._start_worker()
+        if self._keep_events:
+            pending.append((event, destination))
+        else:
+            pending.append((payload.error_fields(event, self._extras), destination))
+        if self._asleep or self._worker is None:
+            self._wake_worker()
 
     def flush(self, deadline: float) -> bool:
-        """Wait until queued events reached Segment (or failed), at most until deadline."""
-        # _busy is set before the worker takes events off the deque and cleared once they are
-        # handed to Segment's client, so "empty and not busy" means all were handed over.
-        while self._pending or self._busy:
-            if time.monotonic() >= deadline:
-                return False
-            time.sleep(FLUSH_POLL_SECONDS)
+        """Hand every queued event to Segment and wait until Segment has answered for each
+        (or given up on it), at most until deadline. True if it all happened in time."""
+        if self._pid != os.getpid():
+            self._after_fork()
+        self.hurry()
+        settled = self._settled
+        if settled is not None:
+            with settled:
+                while self._pending or self._busy:
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        return False
+                    settled.wait(remaining)
         done = True
         for sink in list(self._sinks):
             done = sink.wait_until_sent(deadline) and done
         return done
 
-    def _start_worker(self) -> None:
+    def settled(self) -> bool:
+        """Whether every queued event was handed to Segment, which answered for each."""
+        return not (self._pending or self._busy) and all(
+            sink.queue.unfinished_tasks == 0 for sink in list(self._sinks)
+        )
+
+    def hurry(self) -> None:
+        """Have the worker forward what is queued now, without gathering more first."""
+        self._hurry = True
+        wake = self._wake
+        if wake is not None:
+            wake.set()
+
+    def report_once(self, key: str, level: str, message: str, *args: Any) -> None:
+        """Log through sentry-sdk's logger, once per integration for each key."""
+        if key not in self._reported:
+            self._reported.add(key)
+            getattr(logger, level)(message, *args)
+
+    def _wake_worker(self) -> None:
+        start = wake = None
         with self._lock:
-            if self._worker_running:
-                return
-            self._worker_running = True
-            # Started during a capture, the thread would inherit that capture's scope through
-            # sentry-sdk's threading integration (its user, breadcrumbs and open span, and so
-            # would Segment's consumer thread, started from it): Segment's posts would join
-            # the application's trace. It starts from empty scopes instead.
-            isolation, current = Scope(ty=ScopeType.ISOLATION), Scope(ty=ScopeType.CURRENT)
-            with use_isolation_scope(isolation), use_scope(current):
-                threading.Thread(target=self._work, name="sentry-segment", daemon=True).start()
+            if self._worker is None:
+                if self._wake is None:
+                    self._wake = threading.Event()
+                    self._settled = threading.Condition(threading.Lock())
+                start = self._worker = threading.Thread(
+                    target=self._work, name="sentry-segment", daemon=True
+                )
+            else:
+                self._asleep = False
+                wake = self._wake
+        # Outside the lock: under gevent, starting a thread or setting an event may switch.
+        if start is not None:
+            start.start()
+        elif wake is not None:
+            wake.set()
 
     def _work(self) -> None:
-        pending = self._pending
-        idle_since = time.monotonic()
-        while True:
-            time.sleep(LINGER_SECONDS)
-            if not pending:
-                if time.monotonic() - idle_since < IDLE_SECONDS:
-                    continue
-                with self._lock:
-                    if not pending:
-                        self._worker_running = False
-                        return
-            self._busy = True
-            try:
-                while pending:
-                    batch = [pending.popleft() for _ in range(min(BATCH_SIZE, len(pending)))]
-                    with capture_internal_exceptions():
-                        self._forward(batch)
-            finally:
-                self._busy = False
-            idle_since = time.monotonic()
-
-    def _forward(self, batch: list[tuple[payload.ErrorFields, Route]]) -> None:
-        """Decide a whole batch per organization in one round trip, then queue the allowed."""
-        by_organization: dict[str, list[tuple[payload.ErrorFields, Route]]] = {}
-        for fields, destination in batch:
-            by_organization.setdefault(destination.organization, []).append((fields, destination))
-        for organization, waiting in by_organization.items():
-            allowed = len(waiting)
-            with capture_internal_exceptions():
-                allowed = self._rate_limit.allow_many(organization, len(waiting))
-            if allowed < len(waiting):
-                self.stats.add("rate_limited", len(waiting) - allowed)
-            by_sink: dict[delivery.Sink, list[payload.Track]] = {}
-            for fields, destination in waiting[:allowed]:
-                # A plain try, not capture_internal_exceptions(), per event: one bad event
-                # must not stop the others, and this loop runs for every forwarded one.
+        with quiet_scopes(self.quiet):
+            pending, wake = self._pending, self._wake
+            assert wake is not None
+            while True:
+                if not pending:
+                    woken = self._sleep(wake)
+                    if not woken and not pending:
+                        if self._retire():
+                            return
+                        continue
+                    if not self._hurry:
+                        wake.wait(LINGER_SECONDS)
+                        wake.clear()
+                self._busy = True
                 try:
-                    by_sink.setdefault(self._sink(destination), []).append(self._track(fields))
-                except Exception:
-                    capture_internal_exception(sys.exc_info())
-            for sink, tracks in by_sink.items():
-                with capture_internal_exceptions():
-                    sink.track_many(tracks, self.stats)
+                    while pending:
+                        batch = [pending.popleft() for _ in range(min(BATCH_SIZE, len(pending)))]
+                        with capture_internal_exceptions():
+                            self._forward(batch)
+                finally:
+                    self._hurry = self._busy = False
+                    settled = self._settled
+                    if settled is not None:
+                        with settled:
+                            settled.notify_all()
 
-    def _track(self, fields: payload.ErrorFields) -> payload.Track:
-        track = payload.track_from_fields(fields, self.options.event_name)
-        if not track.message_id:
-            # Sentry always sets event_id; without one Segment could not de-duplicate retries.
-            track = dataclasses.replace(track, message_id=uuid.uuid4().hex)
-        return track
+    def _sleep(self, wake: threading.Event) -> bool:
+        self._asleep = True
+        # An event appended before the flag was set saw no sleeping worker: look again.
+        woken = bool(self._pending) or wake.wait(IDLE_SECONDS)
+        self._asleep = False
+        wake.clear()
+        return woken
+
+    def _retire(self) -> bool:
+        """End this worker unless an event arrived meanwhile, which no other worker will see."""
+        with self._lock:
+            self._worker = None
+        if not self._pending:
+            return True
+        with self._lock:
+            if self._worker is None:
+                self._worker = threading.current_thread()
+                return False
+        return True
+
+    def _forward(self, batch: list[tuple[Any, Route]]) -> None:
+        """Decide a whole batch per organization in one round trip, then queue the allowed."""
+        by_organization: dict[str, list[tuple[Any, Route]]] = {}
+        for item in batch:
+            by_organization.setdefault(item[1].organization, []).append(item)
+        for organization, waiting in by_organization.items():
+            if self._keep_events:
+                # The user's hook decides first, so that what it drops uses no budget.
+                ready = [entry for entry in map(self._message, waiting) if entry is not None]
+                ready = ready[: self._allow(organization, len(ready))]
+            else:
+                allowed = waiting[: self._allow(organization, len(waiting))]
+                ready = [entry for entry in map(self._message, allowed) if entry is not None]
+            by_sink: dict[delivery.Sink, list[dict[str, Any]]] = {}
+            for sink, message in ready:
+                by_sink.setdefault(sink, []).append(message)
+            for sink, messages in by_sink.items():
+                with capture_internal_exceptions():
+                    sink.put_many(messages, self.stats, self.quiet.options["debug"])
+
+    def _allow(self, organization: str, count: int) -> int:
+        allowed = count
+        with capture_internal_exceptions():
+            if self._rate_limit is None:
+                self._rate_limit = RateLimit(
+                    self.options.rate_limit, self.stats, self.options.rate_limit_storage
+                )
+            allowed = self._rate_limit.allow_many(organization, count)
+        if allowed < count:
+            self.stats.add("rate_limited", count - allowed)
+        return allowed
+
+    def _message(self, item: tuple[Any, Route]) -> Optional[tuple[delivery.Sink, dict[str, Any]]]:
+        """The Segment message for one queued event and its sink, or None (counted or logged)."""
+        # A plain try, not capture_internal_exceptions(), per event: one bad event must not
+        # stop the others, and this runs for every forwarded one.
+        try:
+            queued, destination = item
+            event = copy.deepcopy(queued) if self._keep_events else None
+            fields = queued if event is None else payload.error_fields(event, self._extras)
+            track = payload.track_from_fields(fields, self.shape, destination.project)
+            message = delivery.segment_message(track)
+            if not message["messageId"]:
+                # Sentry always sets event_id; without one Segment could not de-duplicate.
+                message["messageId"] = uuid.uuid4().hex
+            shaped = message if event is None else self._before_forward(message, event)
+            return None if shaped is None else (self._sink(destination), shaped)
+        except Exception:
+            capture_internal_exception(sys.exc_info())
+            return None
+
+    def _before_forward(
+        self, message: dict[str, Any], event: dict[str, Any]
+    ) -> Optional[dict[str, Any]]:
+        hook = self.options.before_forward
+        assert hook is not None
+        try:
+            shaped = hook(message, event)
+        except Exception:
+            self.stats.add("before_forward_errors")
+            if "before_forward" not in self._reported:
+                self._reported.add("before_forward")
+                logger.error(
+                    "sentry-segment: before_forward raised; that event is not forwarded "
+                    "(counted in before_forward_errors, logged once)",
+                    exc_info=sys.exc_info(),
+                )
+            return None
+        if shaped is None:
+            self.stats.add("dropped_by_before_forward")
+            return None
+        problem = payload.message_problem(shaped)
+        if problem is not None:
+            self.stats.add("dropped_invalid_message")
+            self.report_once(
+                "invalid_message",
+                "warning",
+                "sentry-segment: before_forward returned a message Segment would refuse (%s); "
+                "not forwarded (counted in dropped_invalid_message, logged once)",
+                problem,
+            )
+            return None
+        return dict(shaped)
 
     def _sink(self, destination: Route) -> delivery.Sink:
         assert destination.write_key is not None
@@ -168,7 +297,6 @@ class Forwarder:
 
     def _after_fork(self) -> None:
         self.stats.after_fork()
-        self._sinks = set()
         self._reset()
 
 

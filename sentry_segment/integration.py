@@ -1,30 +1,36 @@
-"""The sentry-sdk integration: hooks that hand every error event Sentry sends to the forwarder."""
+"""The sentry-sdk integration: hooks that hand every error event Sentry sends to the forwarder,
+and that make Sentry's flush and close wait for Segment too."""
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import sys
-import threading
 import time
-from collections.abc import Mapping, MutableMapping
+from collections.abc import Mapping
 from contextvars import ContextVar
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, Union
 
 import wrapt
 from sentry_sdk.client import _Client
 from sentry_sdk.integrations import Integration
-from sentry_sdk.integrations.logging import ignore_logger
+from sentry_sdk.integrations import logging as sentry_logging
 from sentry_sdk.utils import capture_internal_exception, capture_internal_exceptions
 
 from . import config, payload
 from .delivery import SEGMENT_LOGGER
 from .forwarder import Forwarder
 
+# How often flush_async() looks whether Segment has answered, without blocking the loop.
+ASYNC_FLUSH_POLL_SECONDS = 0.002
+
 
 class SegmentIntegration(Integration):
     """Forward every error event with a user ID that Sentry sends to Segment as a track call.
 
     Every option falls back to its SENTRY_SEGMENT_* environment variable; see the README.
+    Without a write key anywhere it forwards nothing, as sentry-sdk sends nothing without a
+    DSN; an invalid option raises ConfigurationError here, naming it and its variable.
     """
 
     identifier = "segment"
@@ -36,28 +42,41 @@ class SegmentIntegration(Integration):
         host: Optional[str] = None,
         region: Optional[str] = None,
         rate_limit: Optional[str] = None,
-        projects: Optional[Mapping[str, Mapping[str, Any]]] = None,
+        rate_limit_storage: Optional[str] = None,
+        projects: Optional[Union[str, Mapping[str, Mapping[str, Any]]]] = None,
         enabled: Optional[bool] = None,
         event_name: Optional[str] = None,
+        include: Optional[Union[str, list[str], tuple[str, ...]]] = None,
+        sentry_org: Optional[str] = None,
+        sentry_web_url: Optional[str] = None,
+        before_forward: Optional[
+            Callable[[dict[str, Any], dict[str, Any]], Optional[dict[str, Any]]]
+        ] = None,
         max_queue_size: Optional[int] = None,
         timeout: Optional[float] = None,
         max_retries: Optional[int] = None,
-        rate_limit_storage: Optional[str] = None,
     ) -> None:
-        self.options = config.resolve(
-            write_key=write_key,
-            host=host,
-            region=region,
-            rate_limit=rate_limit,
-            projects=projects,
-            enabled=enabled,
-            event_name=event_name,
-            max_queue_size=max_queue_size,
-            timeout=timeout,
-            max_retries=max_retries,
-            rate_limit_storage=rate_limit_storage,
-        )
-        self._forwarder = Forwarder(self.options)
+        given = dict(locals())
+        del given["self"]
+        self._start(config.resolve(**given))
+
+    @classmethod
+    def from_options(cls, options: config.Options) -> SegmentIntegration:
+        """An integration with options already resolved (what pickling rebuilds from)."""
+        integration = cls.__new__(cls)
+        integration._start(options)
+        return integration
+
+    def _start(self, options: config.Options) -> None:
+        self.options = options
+        self._forwarder = Forwarder(options)
+        self._unknown_variables = config.unknown_variables()
+        self._client: Any = None
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # A client is pickled with its options, integrations included; locks and threads are
+        # not picklable, so the copy is rebuilt from the resolved options.
+        return (SegmentIntegration.from_options, (self.options,))
 
     def __repr__(self) -> str:
         described = self.options.describe()
@@ -76,46 +95,51 @@ class SegmentIntegration(Integration):
     @staticmethod
     def setup_once() -> None:
         # Segment's client logs failed uploads at ERROR: as Sentry events they would loop back.
-        ignore_logger(SEGMENT_LOGGER)
-        # capture_event runs on every capture: a plain function costs it ~20 ns where wrapt's
-        # per-call bound wrapper costs ~700 ns (see the README's benchmarks). flush is rare.
-        capture_event = _forward_sent_events(_Client.capture_event)
-        _Client.capture_event = capture_event  # type: ignore[method-assign]
-        wrapt.wrap_function_wrapper(_Client, "flush", _flush)
+        # sentry-sdk 3 splits hiding a logger from Sentry Logs and from events and breadcrumbs.
+        sentry_logging.ignore_logger(SEGMENT_LOGGER)
+        ignore_for_events = getattr(sentry_logging, "ignore_logger_for_events", None)
+        if ignore_for_events is not None:
+            ignore_for_events(SEGMENT_LOGGER)
+        # These two run on every capture: plain functions cost them ~20 ns where wrapt's
+        # per-call bound wrapper costs ~700 ns (see the benchmarks). Flushing is rare.
+        _Client.capture_event = _forward_sent_events(_Client.capture_event)  # type: ignore[method-assign]
+        _Client._prepare_event = _record_sent_event(_Client._prepare_event)  # type: ignore[method-assign]
+        for name, wrapper in _FLUSHING.items():
+            if hasattr(_Client, name):
+                wrapt.wrap_function_wrapper(_Client, name, wrapper)
+
+    def _bind(self, client: Any) -> None:
+        """Note the client now using this integration; say once what it should know."""
+        self._client = client
+        forwarder = self._forwarder
+        forwarder.quiet.follow_debug(bool(client.options.get("debug")))
+        for line in self._unknown_variables:
+            forwarder.report_once(line, "warning", "sentry-segment: %s", line)
+        if self.options.write_key is None and not any(
+            override.write_key for override in self.options.projects.values()
+        ):
+            forwarder.report_once(
+                "no_write_key",
+                "warning",
+                "sentry-segment: no write key (SENTRY_SEGMENT_WRITE_KEY), so nothing is "
+                "forwarded (counted in skipped_no_write_key)",
+            )
+
+    def _skipped_not_sent(self, client: Any) -> None:
+        self._forwarder.stats.add("skipped_not_sent")
+        if getattr(client, "transport", None) is None:
+            self._forwarder.report_once(
+                "no_dsn",
+                "debug",
+                "sentry-segment: Sentry has no DSN here and sends nothing, so nothing is "
+                "forwarded (counted in skipped_not_sent); set SENTRY_DSN or init(dsn=...)",
+            )
 
 
-# The capture under way on this thread: before_send stores what Sentry is about to send in
-# the one-item list; the capture_event wrapper reads it once Sentry has sent it.
+# The capture under way on this thread: _prepare_event stores what Sentry is about to send
+# (the event after every processor and the user's before_send) in the one-item list; the
+# capture_event wrapper reads it once Sentry has sent it.
 _sent_event: ContextVar[Optional[list[Any]]] = ContextVar("sentry_segment_sent_event", default=None)
-_chain_lock = threading.Lock()
-
-
-class SentEventRecorder:
-    """before_send chained around the user's own: it remembers what the user's hook returned."""
-
-    __slots__ = ("__wrapped__",)
-
-    def __init__(self, user_before_send: Optional[Callable[..., Any]]) -> None:
-        self.__wrapped__ = user_before_send
-
-    def __repr__(self) -> str:
-        return f"SentEventRecorder({self.__wrapped__!r})"
-
-    def __call__(self, event: Any, hint: Any) -> Any:
-        user_before_send = self.__wrapped__
-        if user_before_send is not None:
-            event = user_before_send(event, hint)
-        sent = _sent_event.get()
-        if sent is not None:
-            sent[0] = event
-        return event
-
-
-def _chain_before_send(options: MutableMapping[str, Any]) -> None:
-    with _chain_lock:
-        user_before_send = options.get("before_send")
-        if type(user_before_send) is not SentEventRecorder:
-            options["before_send"] = SentEventRecorder(user_before_send)
 
 
 def _forward_sent_events(capture_event: Callable[..., Any]) -> Callable[..., Any]:
@@ -123,13 +147,12 @@ def _forward_sent_events(capture_event: Callable[..., Any]) -> Callable[..., Any
     def sentry_segment_capture_event(
         self: _Client, event: Any, hint: Any = None, scope: Any = None
     ) -> Any:
+        # Hidden from the stack traces Sentry attaches (attach_stacktrace): this frame's locals
+        # hold the client and its options.
+        __tracebackhide__ = True
         integration = self.get_integration(SegmentIntegration)
         if integration is None:
             return capture_event(self, event, hint, scope)
-        options = self.options
-        if type(options.get("before_send")) is not SentEventRecorder:
-            with capture_internal_exceptions():
-                _chain_before_send(options)
         sent: list[Any] = [None]
         token = _sent_event.set(sent)
         try:
@@ -138,11 +161,13 @@ def _forward_sent_events(capture_event: Callable[..., Any]) -> Callable[..., Any
             _sent_event.reset(token)
         # A plain try (not capture_internal_exceptions()) keeps this path lean for every capture.
         try:
+            if integration._client is not self:
+                integration._bind(self)
             if event_id is not None:
-                if isinstance(sent[0], dict):
-                    integration._forwarder.offer(sent[0], options.get("dsn"))
+                if sent[0] is not None:
+                    integration._forwarder.offer(sent[0], self.options.get("dsn"))
             elif isinstance(event, dict) and payload.is_error(event):
-                integration._forwarder.stats.add("skipped_not_sent")
+                integration._skipped_not_sent(self)
         except Exception:
             capture_internal_exception(sys.exc_info())
         return event_id
@@ -150,18 +175,74 @@ def _forward_sent_events(capture_event: Callable[..., Any]) -> Callable[..., Any
     return sentry_segment_capture_event
 
 
-def _flush(wrapped: Callable[..., Any], instance: Any, args: Any, kwargs: Any) -> Any:
-    integration = instance.get_integration(SegmentIntegration)
-    if integration is None:
-        return wrapped(*args, **kwargs)
+def _record_sent_event(prepare_event: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(prepare_event)
+    def sentry_segment_prepare_event(self: _Client, event: Any, hint: Any, scope: Any) -> Any:
+        __tracebackhide__ = True
+        prepared = prepare_event(self, event, hint, scope)
+        sent = _sent_event.get()
+        # Transactions are not counted: they are not events in the forwarder's sense.
+        if sent is not None and type(prepared) is dict and prepared.get("type") != "transaction":
+            sent[0] = prepared
+        return prepared
+
+    return sentry_segment_prepare_event
+
+
+def _deadline(client: Any, args: Any, kwargs: Any) -> float:
     timeout = kwargs.get("timeout", args[0] if args else None)
     if timeout is None:
-        timeout = instance.options.get("shutdown_timeout", 2.0)
-    deadline = time.monotonic() + float(timeout)
+        timeout = client.options.get("shutdown_timeout", 2.0)
+    return time.monotonic() + float(timeout)
+
+
+def _integration(client: Any) -> Optional[SegmentIntegration]:
+    integration = client.get_integration(SegmentIntegration)
+    if integration is not None:
+        with capture_internal_exceptions():
+            if integration._client is not client:
+                integration._bind(client)
+            # Segment's part starts now, beside Sentry's own, not after it.
+            integration._forwarder.hurry()
+    return integration  # type: ignore[no-any-return]
+
+
+def _flush(wrapped: Callable[..., Any], instance: Any, args: Any, kwargs: Any) -> Any:
+    integration = _integration(instance)
+    if integration is None:
+        return wrapped(*args, **kwargs)
+    deadline = _deadline(instance, args, kwargs)
     result = wrapped(*args, **kwargs)
     with capture_internal_exceptions():
         integration._forwarder.flush(deadline)
     return result
 
 
-__all__ = ["SegmentIntegration", "SentEventRecorder"]
+def _flush_async(wrapped: Callable[..., Any], instance: Any, args: Any, kwargs: Any) -> Any:
+    integration = _integration(instance)
+    if integration is None:
+        return wrapped(*args, **kwargs)
+    return _after_async(wrapped(*args, **kwargs), integration, _deadline(instance, args, kwargs))
+
+
+async def _after_async(sentry_part: Any, integration: SegmentIntegration, deadline: float) -> Any:
+    result = await sentry_part
+    with capture_internal_exceptions():
+        forwarder = integration._forwarder
+        while not forwarder.settled() and time.monotonic() < deadline:
+            await asyncio.sleep(ASYNC_FLUSH_POLL_SECONDS)
+    return result
+
+
+# close() flushes through flush() with a synchronous transport; with sentry-sdk's async
+# transport it does not, and close_async() flushes through flush_async(): each waits for
+# Segment itself, and does nothing more where the flush it ran already waited.
+_FLUSHING = {
+    "flush": _flush,
+    "close": _flush,
+    "flush_async": _flush_async,
+    "close_async": _flush_async,
+}
+
+
+__all__ = ["SegmentIntegration"]

@@ -7,11 +7,12 @@ Events are the plain dicts Sentry's serializer produces; anything else in their 
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, NamedTuple, Optional
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 # Segment refuses messages over 32 KB; its client adds library, type, timestamp and ids.
 MAX_MESSAGE_BYTES = 32 * 1024
@@ -19,6 +20,26 @@ MESSAGE_BUDGET_BYTES = MAX_MESSAGE_BYTES - 2048
 MAX_USER_ID_CHARS = 256
 MAX_MESSAGE_ID_CHARS = 64
 FIELD_CHAR_LIMITS = (2048, 512, 128, 32)
+# Tags carry at most this many characters (keys and values) per character limit above.
+TAG_CHARACTERS_PER_LIMIT = 4
+DEFAULT_EVENT_NAME = "Error Captured"
+# What the `include` option can add to the properties, each from the Sentry event.
+INCLUDABLE = ("tags", "exception_message", "handled", "sentry_url")
+
+
+@dataclass(frozen=True)
+class Shape:
+    """What the configuration adds to the forwarder's message: the event name, the included
+    properties, and the link to Sentry's issues (``{web}/organizations/{org}/issues/``)."""
+
+    event_name: str = DEFAULT_EVENT_NAME
+    include: tuple[str, ...] = ()
+    issues_url: str = ""
+
+    @property
+    def needs_extras(self) -> bool:
+        """Whether error_fields must also take the tags, message and mechanisms."""
+        return bool(self.include)
 
 
 @dataclass(frozen=True)
@@ -58,6 +79,40 @@ class Track:
             "event": self.event,
             "messageId": self.message_id,
         }
+
+
+def message_problem(message: Any) -> Optional[str]:  # noqa: PLR0911 (one check per return)
+    """Why Segment would refuse this message (one a user's hook returned), or None if none.
+
+    It must still be a track call with an event name, a user and a message ID, in strict JSON
+    (no NaN, no lone surrogates) within Segment's 32 KB.
+    """
+    if not isinstance(message, dict):
+        return f"it is a {type(message).__name__}, not a dict"
+    if message.get("type") != "track":
+        return "its type is not 'track'"
+    for key in ("event", "messageId"):
+        if not isinstance(message.get(key), str) or not message[key].strip():
+            return f"its {key} is not a non-empty string"
+    if len(message["messageId"]) > MAX_SEGMENT_MESSAGE_ID_CHARS:
+        return f"its messageId is over {MAX_SEGMENT_MESSAGE_ID_CHARS} characters"
+    if not any(isinstance(message.get(key), str) and message[key] for key in _IDENTITIES):
+        return "it has neither a userId nor an anonymousId string"
+    for key in ("properties", "context"):
+        if key in message and not isinstance(message[key], dict):
+            return f"its {key} is not a dict"
+    try:
+        json.dumps(message, allow_nan=False, ensure_ascii=False).encode("utf-8")
+        size = len(json.dumps(message, allow_nan=False))
+    except (TypeError, ValueError, RecursionError) as error:
+        return f"it is not JSON ({type(error).__name__}: {str(error)[:100]})"
+    if size > MAX_MESSAGE_BYTES:
+        return f"it is {size:,} bytes, over Segment's {MAX_MESSAGE_BYTES:,}"
+    return None
+
+
+MAX_SEGMENT_MESSAGE_ID_CHARS = 100
+_IDENTITIES = ("userId", "anonymousId")
 
 
 def is_error(event: Mapping[str, Any]) -> bool:
@@ -107,10 +162,14 @@ class ErrorFields(NamedTuple):
     query_string: Any = None
     headers: Any = None
     exception_type: Any = None
+    # Taken only when the shape includes more than the forwarder's schema.
+    tags: Any = None
+    exception_value: Any = None
+    handled: Any = None
 
 
-def error_fields(event: Mapping[str, Any]) -> ErrorFields:
-    """The fields of an event that build_track reads."""
+def error_fields(event: Mapping[str, Any], extras: bool = False) -> ErrorFields:
+    """The fields of an event that build_track reads; with extras, those `include` reads."""
     get = event.get
     user = get("user")
     if not isinstance(user, dict):
@@ -121,7 +180,7 @@ def error_fields(event: Mapping[str, Any]) -> ErrorFields:
     exception = get("exception")
     values = exception.get("values") if isinstance(exception, dict) else None
     first = values[0] if isinstance(values, list) and values else None
-    return ErrorFields(
+    fields = ErrorFields(
         get("event_id"),
         get("timestamp"),
         get("level"),
@@ -136,26 +195,45 @@ def error_fields(event: Mapping[str, Any]) -> ErrorFields:
         request.get("headers"),
         first.get("type") if isinstance(first, dict) else None,
     )
+    if not extras:
+        return fields
+    return fields._replace(
+        tags=get("tags"),
+        exception_value=first.get("value") if isinstance(first, dict) else None,
+        handled=_handled(values),
+    )
+
+
+def _handled(values: Any) -> bool:
+    """False when any exception's mechanism says it was not handled, as Sentry decides."""
+    if not isinstance(values, list):
+        return True
+    for value in values:
+        mechanism = value.get("mechanism") if isinstance(value, dict) else None
+        if isinstance(mechanism, dict) and mechanism.get("handled") is False:
+            return False
+    return True
 
 
 _EMPTY: dict[str, Any] = {}
 
 
-def build_track(event: Mapping[str, Any], event_name: str) -> Track:
+def build_track(event: Mapping[str, Any], shape: Shape = Shape(), project: str = "") -> Track:
     """The track call for an error event that has a user ID, within Segment's 32 KB."""
-    return track_from_fields(error_fields(event), event_name)
+    return track_from_fields(error_fields(event, shape.needs_extras), shape, project)
 
 
-def track_from_fields(fields: ErrorFields, event_name: str) -> Track:
-    """The track call for the fields error_fields took, within Segment's 32 KB."""
+def track_from_fields(fields: ErrorFields, shape: Shape = Shape(), project: str = "") -> Track:
+    """The track call for the fields error_fields took, within Segment's 32 KB; project is the
+    Sentry project ID, for the link to Sentry."""
     for limit in FIELD_CHAR_LIMITS:
-        track = _build(fields, event_name, limit)
+        track = _build(fields, shape, project, limit)
         if _encoded_size(track) <= MESSAGE_BUDGET_BYTES:
             break
     return track
 
 
-def _build(fields: ErrorFields, event_name: str, limit: int) -> Track:
+def _build(fields: ErrorFields, shape: Shape, project: str, limit: int) -> Track:
     full_url = _text(fields.url)
     url = full_url[:limit]
     query = _text(fields.query_string).lstrip("?")
@@ -191,15 +269,60 @@ def _build(fields: ErrorFields, event_name: str, limit: int) -> Track:
     ip_address = _text(fields.ip_address)
     if ip_address:
         context["ip"] = ip_address[:64]
+    if shape.include:
+        _add_included(properties, fields, shape, project, limit)
 
     return Track(
         user_id=_user_id_text(fields.user_id) or "",
-        event=event_name,
+        event=shape.event_name,
         properties=properties,
         context=context,
         timestamp=_timestamp(fields.timestamp),
         message_id=event_id[:MAX_MESSAGE_ID_CHARS],
     )
+
+
+def _add_included(
+    properties: dict[str, Any], fields: ErrorFields, shape: Shape, project: str, limit: int
+) -> None:
+    include = shape.include
+    if "tags" in include:
+        properties["tags"] = _tags(fields.tags, limit * TAG_CHARACTERS_PER_LIMIT)
+    if "exception_message" in include:
+        properties["exceptionMessage"] = _text(fields.exception_value)[:limit]
+    if "handled" in include:
+        properties["handled"] = fields.handled is not False
+    if "sentry_url" in include:
+        query = f"?project={quote(project, safe='')}&query={quote(_text(fields.event_id), safe='')}"
+        properties["sentryUrl"] = shape.issues_url + query[:limit]
+
+
+def _tags(raw: Any, budget: int) -> dict[str, str]:
+    """The event's tags as strings, in order, up to ``budget`` characters of keys and values."""
+    if isinstance(raw, dict):
+        pairs: Any = raw.items()
+    elif isinstance(raw, list):
+        pairs = (pair for pair in raw if isinstance(pair, (list, tuple)) and len(pair) == 2)
+    else:
+        return {}
+    tags: dict[str, str] = {}
+    for key, value in pairs:
+        name, text = _text(key), _tag_value(value)
+        if not name or name in tags:
+            continue
+        budget -= len(name) + len(text)
+        if budget < 0:
+            break
+        tags[name] = text
+    return tags
+
+
+def _tag_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float) and math.isfinite(value):
+        return repr(value)
+    return _text(value)
 
 
 def _encoded_size(track: Track) -> int:

@@ -21,6 +21,8 @@ class Route:
     enabled: bool
     write_key: Optional[WriteKey]
     host: str
+    # The counter of an event this route does not forward.
+    skipped_as: str = "skipped_disabled"
 
 
 def parse_dsn(dsn: Optional[str]) -> tuple[str, str]:
@@ -55,10 +57,12 @@ def project_route(options: Options, project: str, organization: str = "") -> Rou
             enabled = override.enabled
         if override.write_key is not None:
             write_key = override.write_key
+    # Without a write key the project is inert, as sentry-sdk is without a DSN.
     return Route(
         project=project,
         organization=organization,
         enabled=enabled and write_key is not None,
+        skipped_as="skipped_disabled" if not enabled else "skipped_no_write_key",
         write_key=write_key,
         host=options.host,
     )

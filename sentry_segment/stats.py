@@ -13,8 +13,12 @@ COUNTERS = (
     "skipped_not_sent",
     "skipped_not_error",
     "skipped_disabled",
+    "skipped_no_write_key",
     "skipped_no_user",
     "dropped_queue_full",
+    "dropped_by_before_forward",
+    "before_forward_errors",
+    "dropped_invalid_message",
 )
 
 

@@ -14,7 +14,7 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Optional
+from typing import TYPE_CHECKING, Any, Callable, Optional
 
 from sentry_sdk.envelope import Envelope
 
@@ -92,11 +92,15 @@ def _body(request: Request) -> bytes:
 class SegmentCollector(_Loopback):
     """A Segment-compatible ``POST /v1/batch`` endpoint on 127.0.0.1.
 
-    Answers 200 unless told otherwise with :meth:`respond_next`.
+    Answers 200 unless told otherwise with :meth:`respond_next`; ``on_message`` is called with
+    each message of each accepted batch, as it arrives.
     """
 
-    def __init__(self, port: int = 0) -> None:
+    def __init__(
+        self, port: int = 0, on_message: Optional[Callable[[dict[str, Any]], Any]] = None
+    ) -> None:
         super().__init__(port)
+        self._on_message = on_message
         self._batches: list[ReceivedBatch] = []
         self._in_progress = 0
         self._scripted: deque[tuple[int, dict[str, str], float]] = deque()
@@ -191,6 +195,9 @@ class SegmentCollector(_Loopback):
                 )
             )
             self._changed.notify_all()
+        if self._on_message is not None and status < 300:
+            for message in ReceivedBatch(None, body, status, raw).messages:
+                self._on_message(message)
         return Response(
             json.dumps({"success": status < 300}),
             status=status,

@@ -12,7 +12,7 @@ import sentry_sdk
 from hypothesis import settings
 
 from sentry_segment import SegmentIntegration
-from sentry_segment.config import ENV
+from sentry_segment.config import ENV_PREFIX, OPTION_NAMES
 from sentry_segment.testing import SegmentCollector, SentryRecorder
 
 WRITE_KEY = "wk_TestWriteKey_0123456789abcdef"
@@ -55,8 +55,9 @@ def sentry(_sentry_server: SentryRecorder) -> Iterator[SentryRecorder]:
 
 @pytest.fixture(autouse=True)
 def _clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    for variable in ENV.values():
+    for variable in [name for name in os.environ if name.startswith(ENV_PREFIX)]:
         monkeypatch.delenv(variable, raising=False)
+    monkeypatch.delenv("SENTRY_DSN", raising=False)
 
 
 InitSentry = Callable[..., SegmentIntegration]
@@ -74,24 +75,7 @@ def init_sentry(segment: SegmentCollector, sentry: SentryRecorder) -> Iterator[I
         project: int = 1,
         **kwargs: Any,
     ) -> SegmentIntegration:
-        integration_options = {
-            key: kwargs.pop(key)
-            for key in list(kwargs)
-            if key
-            in {
-                "write_key",
-                "host",
-                "region",
-                "rate_limit",
-                "projects",
-                "enabled",
-                "event_name",
-                "max_queue_size",
-                "timeout",
-                "max_retries",
-                "rate_limit_storage",
-            }
-        }
+        integration_options = {key: kwargs.pop(key) for key in list(kwargs) if key in OPTION_NAMES}
         integration_options.setdefault("write_key", WRITE_KEY)
         if "region" not in integration_options:
             integration_options.setdefault("host", segment.host)

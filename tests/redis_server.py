@@ -18,8 +18,8 @@ def require_redis_server() -> str:
     """The redis-server binary; skip without it, unless CI says these tests must run."""
     binary = shutil.which("redis-server")
     if binary is None:
-        if os.environ.get("SENTRY_SEGMENT_REQUIRE_REDIS") == "1":
-            pytest.fail("redis-server is not installed and SENTRY_SEGMENT_REQUIRE_REDIS=1")
+        if os.environ.get("TEST_REQUIRE_REDIS") == "1":
+            pytest.fail("redis-server is not installed and TEST_REQUIRE_REDIS=1")
         pytest.skip("redis-server is not installed (apt-get install redis-server)")
     return binary
 

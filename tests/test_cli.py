@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -11,6 +13,8 @@ from pathlib import Path
 import pytest
 
 from sentry_segment.testing import SegmentCollector
+
+from .support import free_port
 
 KEY = "wk_CliTestKey_0123456789"
 OTHER = "wk_CliOtherKey_9876543210"
@@ -48,7 +52,6 @@ def test_check_prints_the_effective_configuration_with_keys_masked() -> None:
 @pytest.mark.parametrize(
     ("environment", "variable"),
     [
-        ({}, "SENTRY_SEGMENT_WRITE_KEY"),
         (
             {"SENTRY_SEGMENT_WRITE_KEY": KEY, "SENTRY_SEGMENT_PROJECTS": "{oops"},
             "SENTRY_SEGMENT_PROJECTS",
@@ -122,6 +125,123 @@ def test_send_test_event_fails_when_segment_refuses_or_is_unreachable(
     assert unreachable.returncode == 1
     assert "did not accept" in unreachable.stderr
     assert KEY not in refused.stdout + refused.stderr + unreachable.stdout + unreachable.stderr
+
+
+def test_a_refused_or_unreachable_segment_is_explained_in_one_line_with_host_status_and_hint(
+    segment_collector: SegmentCollector,
+) -> None:
+    segment_collector.respond_next(1, 401)
+    refused = run(
+        "send-test-event", SENTRY_SEGMENT_WRITE_KEY=KEY, SENTRY_SEGMENT_HOST=segment_collector.host
+    )
+    [line] = refused.stderr.strip().splitlines()
+    assert segment_collector.host in line
+    assert "HTTP 401" in line
+    assert "SENTRY_SEGMENT_WRITE_KEY" in line
+    assert "SENTRY_SEGMENT_REGION" in line
+    unreachable = run(
+        "send-test-event",
+        SENTRY_SEGMENT_WRITE_KEY=KEY,
+        SENTRY_SEGMENT_HOST="http://127.0.0.1:9",
+        SENTRY_SEGMENT_TIMEOUT="2",
+    )
+    [line] = unreachable.stderr.strip().splitlines()
+    assert "could not reach http://127.0.0.1:9" in line
+    assert "SENTRY_SEGMENT_HOST" in line
+
+
+def test_check_without_a_write_key_exits_1_naming_the_variable() -> None:
+    done = run("check")
+    assert done.returncode == 1
+    assert "SENTRY_SEGMENT_WRITE_KEY" in done.stderr
+    assert "configuration OK" not in done.stdout
+    disabled = run("check", SENTRY_SEGMENT_ENABLED="false")
+    assert disabled.returncode == 0, disabled.stderr
+    assert "forwarding disabled" in disabled.stdout
+
+
+def test_check_lists_every_misspelt_variable_with_the_likely_one() -> None:
+    done = run("check", SENTRY_SEGMENT_WRITEKEY=KEY, SENTRY_SEGMENT_REGOIN="eu")
+    assert done.returncode == 1
+    lines = done.stderr.strip().splitlines()
+    assert (
+        "SENTRY_SEGMENT_REGOIN is not a sentry-segment setting; did you mean "
+        "SENTRY_SEGMENT_REGION?" in lines[0]
+    )
+    assert "did you mean SENTRY_SEGMENT_WRITE_KEY?" in lines[1]
+    assert "no write key" in lines[2]
+    assert KEY not in done.stdout + done.stderr
+
+
+@pytest.mark.parametrize(
+    ("arguments", "environment", "expected"),
+    [
+        ((), {"SENTRY_SEGMENT_ENABLED": "false", "SENTRY_SEGMENT_WRITE_KEY": KEY},
+         "forwarding is disabled (SENTRY_SEGMENT_ENABLED=false)"),
+        ((), {}, "no write key for events: set SENTRY_SEGMENT_WRITE_KEY"),
+        (("--project", "8"),
+         {"SENTRY_SEGMENT_WRITE_KEY": KEY, "SENTRY_SEGMENT_PROJECTS": '{"8": {"enabled": false}}'},
+         "forwarding is disabled for project 8 by its override in SENTRY_SEGMENT_PROJECTS"),
+    ],
+)  # fmt: skip
+def test_send_test_event_says_why_it_sends_nothing(
+    arguments: tuple[str, ...], environment: dict[str, str], expected: str
+) -> None:
+    done = run("send-test-event", *arguments, **environment)
+    assert done.returncode == 1
+    assert done.stderr.strip() == f"sentry-segment: {expected}"
+    assert "None" not in done.stderr
+
+
+def test_schema_prints_the_json_schema_of_the_configured_properties() -> None:
+    plain = json.loads(run("schema").stdout)
+    assert plain["$schema"] == "http://json-schema.org/draft-07/schema#"
+    properties = plain["properties"]["properties"]
+    assert "exceptionType" in properties["required"]
+    assert "tags" not in properties["properties"]
+    shaped = json.loads(
+        run(
+            "schema",
+            SENTRY_SEGMENT_INCLUDE="tags,handled,sentry_url",
+            SENTRY_SEGMENT_SENTRY_ORG="acme",
+            SENTRY_SEGMENT_EVENT_NAME="Backend Error",
+        ).stdout
+    )
+    assert shaped["title"] == "Backend Error"
+    assert {"tags", "handled", "sentryUrl"} <= set(shaped["properties"]["properties"]["required"])
+
+
+def test_listen_prints_one_line_per_arriving_message() -> None:
+    port = free_port()
+    listener = subprocess.Popen(
+        [str(COMMAND), "listen", "--port", str(port)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert listener.stdout is not None
+        banner = listener.stdout.readline()
+        assert f"SENTRY_SEGMENT_HOST=http://127.0.0.1:{port}" in banner
+        for user in ("42", "7"):
+            sent = run(
+                "send-test-event",
+                "--user-id",
+                user,
+                SENTRY_SEGMENT_WRITE_KEY=KEY,
+                SENTRY_SEGMENT_HOST=f"http://127.0.0.1:{port}",
+            )
+            assert sent.returncode == 0, sent.stderr
+        lines = [listener.stdout.readline() for _ in range(2)]
+    finally:
+        listener.send_signal(signal.SIGTERM)
+        listener.wait(timeout=10)
+    assert listener.returncode == 0
+    for line, user in zip(lines, ("42", "7")):
+        assert line.startswith("Error Captured")
+        assert f"userId={user} " in line
+        assert "exceptionType=ValueError" in line
+        assert re.search(r"eventId=[0-9a-f]{32}$", line.strip())
 
 
 def test_python_dash_m_runs_the_demo() -> None:

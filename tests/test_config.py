@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import inspect
 import json
 from typing import Any
 
@@ -11,7 +12,17 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from sentry_segment import ConfigurationError, SegmentIntegration
-from sentry_segment.config import EU_HOST, US_HOST, ProjectOverride, mask, resolve
+from sentry_segment.config import (
+    ENV,
+    EU_HOST,
+    OPTION_NAMES,
+    US_HOST,
+    ProjectOverride,
+    mask,
+    resolve,
+    unknown_variables,
+)
+from sentry_segment.routing import project_route
 
 KEY = "wk_ConfigTestKey_9876543210"
 
@@ -20,7 +31,7 @@ def test_defaults() -> None:
     options = resolve(write_key=KEY, environ={})
     assert options.write_key == KEY
     assert options.host == US_HOST
-    assert [str(item) for item in options.rate_limits] == ["200 per 1 second"]
+    assert [str(item) for item in options.rate_limit] == ["200 per 1 second"]
     assert options.projects == {}
     assert options.enabled is True
     assert options.event_name == "Error Captured"
@@ -42,7 +53,7 @@ def test_every_option_comes_from_the_environment() -> None:
     options = resolve(environ=environ)
     assert options.write_key == KEY
     assert options.host == EU_HOST
-    assert [str(item) for item in options.rate_limits] == ["50 per 1 second", "1000 per 1 hour"]
+    assert [str(item) for item in options.rate_limit] == ["50 per 1 second", "1000 per 1 hour"]
     assert options.projects == {"12": ProjectOverride(enabled=False)}
     assert options.event_name == "Backend Error"
     assert options.max_queue_size == 500
@@ -63,7 +74,7 @@ def test_explicit_arguments_win_over_the_environment() -> None:
     assert options.write_key == KEY
     assert options.host == "http://127.0.0.1:9"
     assert options.enabled is True
-    assert options.rate_limits == ()
+    assert options.rate_limit == ()
 
 
 def test_the_integration_reads_the_process_environment(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -74,14 +85,137 @@ def test_the_integration_reads_the_process_environment(monkeypatch: pytest.Monke
     assert integration.options.host == "https://segment.internal.example"
 
 
-def test_disabled_needs_no_write_key() -> None:
+def test_no_write_key_is_no_error_but_an_inert_integration() -> None:
+    # As sentry-sdk without a DSN: local development and CI have no key.
+    assert resolve(environ={}).write_key is None
     assert resolve(environ={"SENTRY_SEGMENT_ENABLED": "0"}).write_key is None
+    assert project_route(resolve(environ={}), "1").enabled is False
+    assert project_route(resolve(environ={}), "1").skipped_as == "skipped_no_write_key"
+    with_project_key = resolve(
+        enabled=False, projects={"4": {"enabled": True, "write_key": KEY}}, environ={}
+    )
+    assert project_route(with_project_key, "4").enabled is True
+    assert project_route(with_project_key, "5").skipped_as == "skipped_disabled"
+
+
+@pytest.mark.parametrize(
+    "given",
+    [KEY + "\n", " " + KEY, "\t" + KEY + "\r\n", KEY + " \n\n"],
+)
+def test_surrounding_whitespace_is_stripped_from_every_option(given: str) -> None:
+    # Keys read from secrets files and Kubernetes secrets often end in a newline.
+    assert resolve(write_key=given, environ={}).write_key == KEY
+    assert resolve(environ={"SENTRY_SEGMENT_WRITE_KEY": given}).write_key == KEY
+    from_environment = resolve(
+        environ={
+            "SENTRY_SEGMENT_WRITE_KEY": given,
+            "SENTRY_SEGMENT_REGION": " eu\n",
+            "SENTRY_SEGMENT_RATE_LIMIT": "10/second\n",
+            "SENTRY_SEGMENT_EVENT_NAME": " Backend Error \n",
+            "SENTRY_SEGMENT_MAX_QUEUE_SIZE": "50\n",
+            "SENTRY_SEGMENT_INCLUDE": " tags , handled\n",
+        }
+    )
+    assert from_environment.host == EU_HOST
+    assert from_environment.event_name == "Backend Error"
+    assert from_environment.max_queue_size == 50
+    assert from_environment.include == ("tags", "handled")
+    projects = resolve(write_key=KEY, projects={"3": {"write_key": given}}, environ={})
+    assert projects.projects["3"].write_key == KEY
+
+
+@pytest.mark.parametrize("given", ["wk_half\nother_half", "wk key", "wk_tab\there"])
+def test_whitespace_inside_a_write_key_is_named_as_such(given: str) -> None:
+    for kwargs, environ in (({"write_key": given}, {}), ({}, {"SENTRY_SEGMENT_WRITE_KEY": given})):
+        with pytest.raises(ConfigurationError, match="whitespace") as raised:
+            resolve(environ=environ, **kwargs)
+        assert "SENTRY_SEGMENT_WRITE_KEY" in str(raised.value)
+
+
+@pytest.mark.parametrize("limit", ["0/second", "200/second;0/hour", "0 per minute"])
+def test_a_rate_limit_of_zero_is_refused_pointing_at_enabled(limit: str) -> None:
+    with pytest.raises(ConfigurationError, match="SENTRY_SEGMENT_ENABLED=false") as raised:
+        resolve(write_key=KEY, rate_limit=limit, environ={})
+    assert "SENTRY_SEGMENT_RATE_LIMIT" in str(raised.value)
+
+
+def test_misspelt_variables_are_listed_with_the_likely_one() -> None:
+    environ = {
+        "SENTRY_SEGMENT_WRITEKEY": KEY,
+        "SENTRY_SEGMENT_REGOIN": "eu",
+        "SENTRY_SEGMENT_COLOUR": "blue",
+        "SENTRY_SEGMENT_HOST": "https://h.example",
+        "SENTRY_DSN": "https://k@o1.ingest.sentry.io/1",
+    }
+    assert unknown_variables(environ) == [
+        "SENTRY_SEGMENT_COLOUR is not a sentry-segment setting",
+        "SENTRY_SEGMENT_REGOIN is not a sentry-segment setting; "
+        "did you mean SENTRY_SEGMENT_REGION?",
+        "SENTRY_SEGMENT_WRITEKEY is not a sentry-segment setting; "
+        "did you mean SENTRY_SEGMENT_WRITE_KEY?",
+    ]
+    assert unknown_variables({"SENTRY_SEGMENT_HOST": "x"}) == []
+
+
+def test_an_unknown_keyword_argument_names_the_likely_option() -> None:
+    with pytest.raises(TypeError, match="writekey"):
+        SegmentIntegration(writekey=KEY)  # type: ignore[call-arg]
+    with pytest.raises(TypeError, match="did you mean 'write_key'"):
+        resolve(writekey=KEY, environ={})
+
+
+def test_the_integrations_keyword_arguments_are_the_options_table() -> None:
+    parameters = inspect.signature(SegmentIntegration).parameters
+    assert list(parameters) == list(OPTION_NAMES)
+    assert all(parameter.kind is parameter.KEYWORD_ONLY for parameter in parameters.values())
+    assert all(parameter.default is None for parameter in parameters.values())
+
+
+def test_include_takes_a_list_or_a_comma_separated_string_and_refuses_unknown_names() -> None:
+    assert resolve(include=["handled", "tags"], environ={}).include == ("tags", "handled")
+    assert resolve(include="exception_message,tags,", environ={}).include == (
+        "tags",
+        "exception_message",
+    )
+    assert resolve(environ={}).include == ()
+    with pytest.raises(ConfigurationError, match="SENTRY_SEGMENT_INCLUDE") as raised:
+        resolve(include="tags,stacktrace", environ={})
+    assert "tags, exception_message, handled, sentry_url" in str(raised.value)
+    with pytest.raises(ConfigurationError, match="SENTRY_SEGMENT_INCLUDE"):
+        resolve(include=7, environ={})
+
+
+def test_sentry_url_needs_the_organization_and_a_web_url() -> None:
+    with pytest.raises(ConfigurationError) as raised:
+        resolve(include="sentry_url", environ={})
+    assert "SENTRY_SEGMENT_SENTRY_ORG" in str(raised.value)
+    assert "SENTRY_SEGMENT_INCLUDE" in str(raised.value)
+    options = resolve(include="sentry_url", sentry_org="acme", environ={})
+    assert options.shape.issues_url == "https://sentry.io/organizations/acme/issues/"
+    self_hosted = resolve(
+        environ={
+            "SENTRY_SEGMENT_INCLUDE": "sentry_url",
+            "SENTRY_SEGMENT_SENTRY_ORG": "acme",
+            "SENTRY_SEGMENT_SENTRY_WEB_URL": "https://sentry.internal.example/",
+        }
+    )
+    assert self_hosted.shape.issues_url == (
+        "https://sentry.internal.example/organizations/acme/issues/"
+    )
+    for bad in ({"sentry_org": "acme corp"}, {"sentry_web_url": "sentry.internal"}):
+        with pytest.raises(ConfigurationError, match="SENTRY_SEGMENT_SENTRY_"):
+            resolve(environ={}, **bad)
+
+
+def test_before_forward_must_be_callable_and_has_no_environment_variable() -> None:
+    with pytest.raises(ConfigurationError, match="before_forward must be a function"):
+        resolve(before_forward="drop_everything", environ={})
+    assert "before_forward" not in ENV
 
 
 @pytest.mark.parametrize(
     ("kwargs", "environ", "option", "variable"),
     [
-        ({}, {}, "write_key", "SENTRY_SEGMENT_WRITE_KEY"),
         ({"write_key": "has spaces in it"}, {}, "write_key", "SENTRY_SEGMENT_WRITE_KEY"),
         ({"write_key": 123}, {}, "write_key", "SENTRY_SEGMENT_WRITE_KEY"),
         ({}, {"SENTRY_SEGMENT_PROJECTS": "{not json"}, "projects", "SENTRY_SEGMENT_PROJECTS"),
@@ -140,15 +274,6 @@ def test_invalid_configuration_names_the_option_and_its_variable(
     assert option in message
     assert variable in message
     assert KEY not in message
-
-
-def test_an_enabled_project_without_any_write_key_is_refused() -> None:
-    with pytest.raises(ConfigurationError, match="project 4 is enabled"):
-        resolve(enabled=False, projects={"4": {"enabled": True}}, environ={})
-    only_project = resolve(
-        enabled=False, projects={"4": {"enabled": True, "write_key": KEY}}, environ={}
-    )
-    assert only_project.projects["4"].write_key == KEY
 
 
 def test_errors_from_the_integration_constructor_never_show_the_write_key() -> None:

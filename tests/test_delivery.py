@@ -26,6 +26,10 @@ from .support import events
 OPTIONS = resolve(write_key=WRITE_KEY, environ={})
 
 
+def message(number: int) -> dict[str, Any]:
+    return delivery.segment_message(track(number))
+
+
 def track(number: int) -> Track:
     return Track(
         user_id=str(number),
@@ -50,7 +54,7 @@ def test_any_event_queues_the_message_segments_track_would_queue(
         user = event.get("user")
         event = {**event, "user": {**(user if isinstance(user, dict) else {}), "id": some_user_id}}
     assume(user_id(event) is not None)
-    track = build_track(event, "Error Captured")
+    track = build_track(event)
     # track() raises on what it refuses (bad types, over 32 KB) and adds to the context.
     _, expected = _preparer.track(**{**track.track_arguments(), "context": dict(track.context)})
     assert delivery.segment_message(track) == expected
@@ -68,8 +72,8 @@ def test_each_message_is_counted_for_the_stats_that_sent_it(segment: SegmentColl
     sink = delivery.sink_for(WRITE_KEY, segment.host, OPTIONS)
     mine, theirs = Stats(), Stats()
     for number in range(3):
-        sink.track_many([track(number)], mine)
-    sink.track_many([track(99)], theirs)
+        sink.put_many([message(number)], mine, False)
+    sink.put_many([message(99)], theirs, False)
     assert sink.wait_until_sent(time.monotonic() + 5)
     assert (mine.snapshot()["forwarded"], mine.snapshot()["delivered"]) == (3, 3)
     assert (theirs.snapshot()["forwarded"], theirs.snapshot()["delivered"]) == (1, 1)
@@ -94,9 +98,9 @@ def test_refused_batches_count_as_failed_and_log_once_per_incident(
     segment.respond_next(3, 400)
     with caplog.at_level(logging.WARNING, logger="sentry_sdk.errors"):
         for number in range(3):
-            sink.track_many([track(number)], stats)
+            sink.put_many([message(number)], stats, True)
             assert sink.wait_until_sent(time.monotonic() + 5)
-        sink.track_many([track(3)], stats)
+        sink.put_many([message(3)], stats, True)
         assert sink.wait_until_sent(time.monotonic() + 5)
     assert stats.snapshot()["failed"] == 3
     assert stats.snapshot()["delivered"] == 1
@@ -113,8 +117,8 @@ def test_a_full_queue_drops_and_counts_without_a_warning_per_event(
     stats = Stats()
     with caplog.at_level(logging.WARNING):
         for number in range(25):
-            sink.track_many([track(number)], stats)
-        sink.track_many([track(number) for number in range(25, 50)], stats)
+            sink.put_many([message(number)], stats, False)
+        sink.put_many([message(number) for number in range(25, 50)], stats, False)
     counts = stats.snapshot()
     assert counts["dropped_queue_full"] >= 40
     assert counts["forwarded"] + counts["dropped_queue_full"] == 50
@@ -126,7 +130,7 @@ def test_segments_debug_logs_never_show_the_write_key(
 ) -> None:
     sink = delivery.sink_for(WRITE_KEY, segment.host, OPTIONS)
     with caplog.at_level(logging.DEBUG, logger="segment"):
-        sink.track_many([track(1)], Stats())
+        sink.put_many([message(1)], Stats(), False)
         assert sink.wait_until_sent(time.monotonic() + 5)
     segment_records = [r.getMessage() for r in caplog.records if r.name == "segment"]
     assert any("making request" in message for message in segment_records)

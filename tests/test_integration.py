@@ -13,7 +13,6 @@ import sentry_sdk
 from flask import Flask
 
 from sentry_segment import SegmentIntegration, payload
-from sentry_segment.integration import SentEventRecorder
 from sentry_segment.testing import SegmentCollector, SentryRecorder
 
 from .conftest import WRITE_KEY, InitSentry, raise_and_capture
@@ -269,10 +268,22 @@ def test_reinit_neither_double_wraps_nor_double_forwards(
 
     messages = forwarded_messages(segment)
     assert sorted(m["messageId"] for m in messages) == sorted([first, second, third])
-    before_send = sentry_sdk.get_client().options["before_send"]
-    assert isinstance(before_send, SentEventRecorder)
-    assert not isinstance(before_send.__wrapped__, SentEventRecorder)
     assert fresh.stats()["forwarded"] == 1
+
+
+def test_the_clients_options_stay_exactly_as_the_user_gave_them(
+    init_sentry: InitSentry, segment: SegmentCollector
+) -> None:
+    def before_send(event: dict[str, Any], hint: dict[str, Any]) -> Any:
+        return event
+
+    init_sentry()
+    raise_and_capture(user={"id": 1})
+    assert sentry_sdk.get_client().options["before_send"] is None
+    init_sentry(before_send=before_send)
+    raise_and_capture(user={"id": 2})
+    assert sentry_sdk.get_client().options["before_send"] is before_send
+    assert [m["userId"] for m in forwarded_messages(segment)] == ["1", "2"]
 
 
 def test_two_clients_in_one_process_forward_each_event_once_to_their_own_key(

@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 
 from sentry_segment.payload import (
     MAX_MESSAGE_BYTES,
+    Shape,
     Track,
     build_track,
     error_fields,
@@ -45,7 +46,7 @@ EVENT: dict[str, Any] = {
 
 
 def test_the_seed_documents_example() -> None:
-    track = build_track(EVENT, "Error Captured")
+    track = build_track(EVENT)
     user_agent = "Mozilla/5.0 (X11; Linux x86_64; rv:54.0) Gecko/20100101 Firefox/54.0"
     assert track == Track(
         user_id="1",
@@ -81,7 +82,7 @@ def test_the_seed_documents_example() -> None:
 
 
 def test_every_property_is_present_when_the_event_is_bare() -> None:
-    track = build_track({"user": {"id": 5}, "exception": {"values": [{}]}}, "E")
+    track = build_track({"user": {"id": 5}, "exception": {"values": [{}]}}, Shape("E"))
     assert track.properties == {
         "environment": "",
         "eventId": "",
@@ -105,7 +106,7 @@ def test_search_gets_a_leading_question_mark_and_headers_match_any_case() -> Non
             "headers": [["user-agent", "curl/8"], ["REFERER", "https://r.example/"]],
         },
     }
-    track = build_track(event, "E")
+    track = build_track(event, Shape("E"))
     assert track.properties["page"]["search"] == "?q=1&r=2"
     assert track.context["page"] == {
         "url": "https://x.example/a/b",
@@ -137,7 +138,7 @@ def test_what_counts_as_an_error() -> None:
 
 def test_timestamps_of_every_shape_become_aware_utc() -> None:
     def stamp(value: Any) -> datetime:
-        return build_track({**EVENT, "timestamp": value}, "E").timestamp
+        return build_track({**EVENT, "timestamp": value}, Shape("E")).timestamp
 
     expected = datetime(2017, 5, 20, 15, 29, 6, tzinfo=timezone.utc)
     assert stamp("2017-05-20T15:29:06Z") == expected
@@ -157,14 +158,14 @@ def test_huge_fields_are_truncated_to_fit_segments_limit() -> None:
     event["release"] = event["environment"] = event["transaction"] = huge
     event["request"]["url"] = "https://x.example/" + huge
     event["request"]["headers"]["User-Agent"] = huge
-    track = build_track(event, "E")
+    track = build_track(event, Shape("E"))
     encoded = json.dumps(track.as_message())
     assert len(encoded) < MAX_MESSAGE_BYTES - 1024
     assert track.properties["release"].startswith("\u2603")
 
 
 def test_lone_surrogates_are_replaced() -> None:
-    track = build_track({**EVENT, "release": "ok\ud800end"}, "E")
+    track = build_track({**EVENT, "release": "ok\ud800end"}, Shape("E"))
     assert track.properties["release"] == "ok?end"
     track.properties["release"].encode("utf-8")
 
@@ -175,12 +176,12 @@ def test_error_fields_hold_only_the_values_the_track_reads() -> None:
     fields = error_fields(event)
     assert fields.exception_type == "KeyError"
     assert all(not isinstance(value, (list, tuple)) for value in fields)
-    assert track_from_fields(fields, "E") == build_track(event, "E")
+    assert track_from_fields(fields, Shape("E")) == build_track(event, Shape("E"))
 
 
 def test_building_never_changes_the_event() -> None:
     event = copy.deepcopy(EVENT)
-    build_track(event, "E")
+    build_track(event, Shape("E"))
     assert event == EVENT
 
 
@@ -192,8 +193,8 @@ def test_any_event_gives_valid_json_under_32kb_and_stays_unchanged(
     original = copy.deepcopy(event)
     is_error(event)
     user_id(event)
-    track = build_track(event, event_name)
-    from_fields = track_from_fields(error_fields(event), event_name)
+    track = build_track(event, Shape(event_name))
+    from_fields = track_from_fields(error_fields(event), Shape(event_name))
     assert (from_fields.properties, from_fields.context) == (track.properties, track.context)
     encoded = json.dumps(track.as_message(), allow_nan=False)
     assert len(encoded.encode()) < MAX_MESSAGE_BYTES - 1024
@@ -205,6 +206,6 @@ def test_characters_outside_the_basic_plane_count_twelve_bytes_each() -> None:
     # Segment's client escapes them as two \uXXXX surrogates: 12 bytes of JSON per character.
     wide = "\U0001f600"
     event = {**EVENT, "release": wide * 2000, "transaction": wide * 2000, "environment": wide * 400}
-    track = build_track(event, "E")
+    track = build_track(event, Shape("E"))
     encoded = json.dumps(track.as_message())
     assert len(encoded.encode()) < MAX_MESSAGE_BYTES - 1024
