@@ -207,11 +207,13 @@ class SegmentCollector(_Loopback):
 
 
 class SentryRecorder(_Loopback):
-    """A Sentry envelope endpoint on 127.0.0.1 that records every event it receives."""
+    """A Sentry envelope endpoint on 127.0.0.1 that records every event (errors and messages)
+    and every transaction it receives."""
 
     def __init__(self, port: int = 0) -> None:
         super().__init__(port)
         self._events: list[dict[str, Any]] = []
+        self._transactions: list[dict[str, Any]] = []
         self.server.expect_request(_ENVELOPE_PATH, method="POST").respond_with_handler(self._handle)
 
     def dsn(self, project: int = 1, public_key: str = "public") -> str:
@@ -222,6 +224,10 @@ class SentryRecorder(_Loopback):
         with self._lock:
             return list(self._events)
 
+    def transactions(self) -> list[dict[str, Any]]:
+        with self._lock:
+            return list(self._transactions)
+
     def wait_for_events(self, count: int, timeout: float = 10.0) -> list[dict[str, Any]]:
         self._wait(lambda: len(self._events) >= count, timeout)
         return self.events()
@@ -229,14 +235,18 @@ class SentryRecorder(_Loopback):
     def clear(self) -> None:
         with self._lock:
             self._events.clear()
+            self._transactions.clear()
 
     def _handle(self, request: Request) -> Response:
         from werkzeug import Response
 
         envelope = Envelope.deserialize(_body(request))
-        events = [item.payload.json for item in envelope.items if item.type == "event"]
         with self._changed:
-            self._events.extend(event for event in events if isinstance(event, dict))
+            for item in envelope.items:
+                payload = item.payload.json
+                if isinstance(payload, dict) and item.type in ("event", "transaction"):
+                    kept = self._events if item.type == "event" else self._transactions
+                    kept.append(payload)
             self._changed.notify_all()
         return Response("{}", status=200, content_type="application/json")
 

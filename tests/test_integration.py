@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
 import logging
+import pickle
 import socket
+import threading
 import time
+import warnings
 from datetime import datetime, timezone
 from typing import Any
 
@@ -493,3 +498,196 @@ def test_an_unreachable_rate_limit_storage_never_stops_forwarding(
     assert sorted(m["messageId"] for m in forwarded_messages(segment)) == sorted(event_ids)
     assert integration.stats()["rate_limit_fallback"] == 5
     assert len(sentry.wait_for_events(5)) == 5
+
+
+def delivered_ids(segment: SegmentCollector) -> list[str]:
+    """What Segment has accepted, read at once: no waiting for more to arrive."""
+    return sorted(message["messageId"] for message in segment.messages())
+
+
+def test_flush_and_close_return_once_segment_has_every_event(
+    init_sentry: InitSentry, segment: SegmentCollector
+) -> None:
+    init_sentry()
+    flushed = [raise_and_capture(user={"id": n}) for n in range(3)]
+    sentry_sdk.flush(timeout=5)
+    assert delivered_ids(segment) == sorted(flushed)
+    closed = [raise_and_capture(user={"id": n}) for n in range(3)]
+    sentry_sdk.get_client().close(timeout=5)
+    assert delivered_ids(segment) == sorted(flushed + closed)
+
+
+def test_a_serverless_functions_flush_delivers_its_invocations_events(
+    init_sentry: InitSentry, segment: SegmentCollector, sentry: SentryRecorder
+) -> None:
+    from sentry_sdk.integrations.serverless import serverless_function
+
+    init_sentry()
+
+    @serverless_function
+    def handler(user_id: int) -> None:
+        sentry_sdk.set_user({"id": user_id})
+        raise KeyError("invocation failed")
+
+    for invocation in range(3):
+        with pytest.raises(KeyError):
+            handler(invocation)
+        # sentry-sdk's serverless wrapper flushed before the invocation returned.
+        assert [m["userId"] for m in segment.messages()][invocation:] == [str(invocation)]
+    assert len(sentry.wait_for_events(3)) == 3
+
+
+def test_flush_async_and_close_async_wait_for_segment_with_the_async_transport(
+    segment: SegmentCollector, sentry: SentryRecorder
+) -> None:
+    from sentry_sdk.integrations.asyncio import AsyncioIntegration
+    from sentry_sdk.transport import AsyncHttpTransport
+
+    async def run() -> tuple[list[str], list[str], list[str]]:
+        integration = SegmentIntegration(write_key=WRITE_KEY, host=segment.host)
+        sentry_sdk.init(
+            dsn=sentry.dsn(),
+            integrations=[integration, AsyncioIntegration()],
+            _experiments={"transport_async": True},
+        )
+        client = sentry_sdk.get_client()
+        assert isinstance(client.transport, AsyncHttpTransport)
+        first = [raise_and_capture(user={"id": 1})]
+        await client.flush_async(timeout=5)
+        after_flush = delivered_ids(segment)
+        second = [raise_and_capture(user={"id": 2})]
+        await client.close_async(timeout=5)
+        assert delivered_ids(segment) == sorted(first + second)
+        return first, after_flush, second
+
+    try:
+        first, after_flush, _ = asyncio.run(run())
+    finally:
+        sentry_sdk.get_global_scope().set_client(None)
+    assert after_flush == first
+    assert len(sentry.wait_for_events(2)) == 2
+
+
+def test_close_delivers_with_the_async_transport_which_close_does_not_flush(
+    segment: SegmentCollector, sentry: SentryRecorder
+) -> None:
+    from sentry_sdk.integrations.asyncio import AsyncioIntegration
+
+    async def run() -> list[str]:
+        integration = SegmentIntegration(write_key=WRITE_KEY, host=segment.host)
+        sentry_sdk.init(
+            dsn=sentry.dsn(),
+            integrations=[integration, AsyncioIntegration()],
+            _experiments={"transport_async": True},
+        )
+        captured = [raise_and_capture(user={"id": n}) for n in range(2)]
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # sentry-sdk warns: close() with an async transport
+            sentry_sdk.get_client().close(timeout=5)
+        assert delivered_ids(segment) == sorted(captured)
+        return captured
+
+    try:
+        asyncio.run(run())
+    finally:
+        sentry_sdk.get_global_scope().set_client(None)
+
+
+def test_what_queues_while_a_post_is_in_flight_goes_in_one_batch(
+    init_sentry: InitSentry, segment: SegmentCollector
+) -> None:
+    init_sentry()
+    segment.respond_next(1, 200, delay=0.5)
+    first = raise_and_capture(user={"id": "first"})
+    wait_until(lambda: segment.delayed_requests_in_progress == 1)
+    queued = [raise_and_capture(user={"id": n}) for n in range(30)]
+    sentry_sdk.flush(timeout=10)
+    batches = [[m["messageId"] for m in batch.messages] for batch in segment.batches()]
+    assert batches == [[first], queued]
+
+
+def test_attached_stack_traces_show_neither_the_integrations_frames_nor_their_locals(
+    init_sentry: InitSentry, sentry: SentryRecorder
+) -> None:
+    init_sentry(attach_stacktrace=True)
+
+    def the_callers_own_function() -> None:
+        sentry_sdk.capture_message("hello")
+
+    the_callers_own_function()
+    sentry_sdk.flush(timeout=5)
+    [event] = sentry.wait_for_events(1)
+    frames = event["threads"]["values"][0]["stacktrace"]["frames"]
+    assert frames[-1]["function"] == "the_callers_own_function"
+    assert not [frame for frame in frames if "sentry_segment" in str(frame.get("module"))]
+    assert sentry.dsn() not in json.dumps(event)
+
+
+def test_a_client_with_the_integration_pickles_and_its_copy_forwards(
+    init_sentry: InitSentry, segment: SegmentCollector
+) -> None:
+    integration = init_sentry(event_name="Pickled Error")
+    client = sentry_sdk.get_client()
+    copy = pickle.loads(pickle.dumps(client))
+    copied = copy.get_integration(SegmentIntegration)
+    assert copied is not None
+    assert copied is not integration
+    assert copied.options == integration.options
+    with sentry_sdk.new_scope() as scope:
+        scope.set_client(copy)
+        event_id = raise_and_capture(user={"id": "from-the-copy"})
+    copy.flush(timeout=5)
+    assert [m["messageId"] for m in segment.tracked("Pickled Error")] == [event_id]
+    assert copied.stats()["delivered"] == 1
+    copy.close(timeout=2)
+
+
+def test_segments_posts_are_invisible_to_sentrys_http_instrumentation(
+    init_sentry: InitSentry, segment: SegmentCollector, sentry: SentryRecorder
+) -> None:
+    # sentry-sdk's stdlib integration adds trace headers, spans and breadcrumbs to every
+    # request it sees; its own transport is exempt, and so must Segment's client be.
+    init_sentry(traces_sample_rate=1.0, release="r-visible")
+    with sentry_sdk.start_transaction(name="checkout"):
+        raise_and_capture(user={"id": 1})
+        sentry_sdk.flush(timeout=5)
+        sentry_sdk.set_user({"id": 2})
+        try:
+            raise KeyError("second")
+        except KeyError:
+            sentry_sdk.capture_exception()
+    sentry_sdk.flush(timeout=5)
+    for batch in segment.batches():
+        headers = {name.lower() for name in batch.headers}
+        assert "sentry-trace" not in headers
+        assert "baggage" not in headers
+        assert "traceparent" not in headers
+    errors = sentry.wait_for_events(2)
+    [transaction] = sentry.transactions()
+    # (Sentry's own posts to a loopback DSN are seen: is_sentry_url ignores the port.)
+    spans = [span.get("description", "") for span in transaction["spans"]]
+    assert not [span for span in spans if segment.host in span]
+    for error in errors:
+        assert segment.host not in json.dumps(error.get("breadcrumbs", {}))
+
+
+def test_the_integrations_threads_end_when_idle(
+    init_sentry: InitSentry, segment: SegmentCollector, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from sentry_segment import delivery, forwarder
+
+    monkeypatch.setattr(forwarder, "IDLE_SECONDS", 0.2)
+    monkeypatch.setattr(delivery, "IDLE_SECONDS", 0.2)
+
+    def ours() -> list[str]:
+        return [t.name for t in threading.enumerate() if t.name.startswith("sentry-segment")]
+
+    init_sentry()
+    wait_until(lambda: not ours())
+    raise_and_capture(user={"id": 1})
+    sentry_sdk.flush(timeout=5)
+    assert sorted(ours()) == ["sentry-segment", "sentry-segment-delivery"]
+    wait_until(lambda: not ours())
+    second = raise_and_capture(user={"id": 2})
+    sentry_sdk.flush(timeout=5)
+    assert second in delivered_ids(segment)
