@@ -42,6 +42,10 @@ class Shape:
         return bool(self.include)
 
 
+# The forwarder's message, as Sentry's server sends it.
+FORWARDER_SHAPE = Shape()
+
+
 @dataclass(frozen=True)
 class Track:
     """The arguments of one Segment track call."""
@@ -218,12 +222,16 @@ def _handled(values: Any) -> bool:
 _EMPTY: dict[str, Any] = {}
 
 
-def build_track(event: Mapping[str, Any], shape: Shape = Shape(), project: str = "") -> Track:
+def build_track(
+    event: Mapping[str, Any], shape: Shape = FORWARDER_SHAPE, project: str = ""
+) -> Track:
     """The track call for an error event that has a user ID, within Segment's 32 KB."""
     return track_from_fields(error_fields(event, shape.needs_extras), shape, project)
 
 
-def track_from_fields(fields: ErrorFields, shape: Shape = Shape(), project: str = "") -> Track:
+def track_from_fields(
+    fields: ErrorFields, shape: Shape = FORWARDER_SHAPE, project: str = ""
+) -> Track:
     """The track call for the fields error_fields took, within Segment's 32 KB; project is the
     Sentry project ID, for the link to Sentry."""
     for limit in FIELD_CHAR_LIMITS:

@@ -10,9 +10,11 @@ from typing import Any, Callable, Optional
 import pytest
 import sentry_sdk
 from hypothesis import settings
+from jsonschema import Draft7Validator
 
-from sentry_segment import SegmentIntegration
+from sentry_segment import SegmentIntegration, payload
 from sentry_segment.config import ENV_PREFIX, OPTION_NAMES
+from sentry_segment.schema import message_schema
 from sentry_segment.testing import SegmentCollector, SentryRecorder
 
 WRITE_KEY = "wk_TestWriteKey_0123456789abcdef"
@@ -51,6 +53,32 @@ def sentry(_sentry_server: SentryRecorder) -> Iterator[SentryRecorder]:
     _sentry_server.clear()
     yield _sentry_server
     _sentry_server.clear()
+
+
+@pytest.fixture(autouse=True)
+def _every_message_matches_its_schema(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Every message the suite builds, in every test, is held to the JSON Schema that
+    `sentry-segment schema` prints for the shape that built it: they cannot drift apart."""
+    build = payload.track_from_fields
+    validators: dict[payload.Shape, Draft7Validator] = {}
+    mismatches: list[str] = []
+
+    def validated(
+        fields: payload.ErrorFields,
+        shape: payload.Shape = payload.FORWARDER_SHAPE,
+        project: str = "",
+    ) -> payload.Track:
+        track = build(fields, shape, project)
+        validator = validators.get(shape)
+        if validator is None:
+            validator = validators[shape] = Draft7Validator(message_schema(shape))
+        # Recorded, not raised: on the worker thread an exception would only be logged.
+        mismatches.extend(error.message for error in validator.iter_errors(track.as_message()))
+        return track
+
+    monkeypatch.setattr(payload, "track_from_fields", validated)
+    yield
+    assert mismatches == [], "messages that do not match their schema"
 
 
 @pytest.fixture(autouse=True)

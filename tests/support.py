@@ -98,6 +98,7 @@ _event_keys = st.sampled_from(
         "request",
         "exception",
         "type",
+        "tags",
     ]
 )
 events = st.dictionaries(_event_keys, untrusted_values, max_size=10) | st.fixed_dictionaries(
@@ -105,7 +106,19 @@ events = st.dictionaries(_event_keys, untrusted_values, max_size=10) | st.fixed_
         "user": st.fixed_dictionaries({"id": untrusted_values, "ip_address": untrusted_values}),
         "exception": st.fixed_dictionaries(
             {
-                "values": st.lists(st.dictionaries(st.just("type"), untrusted_values), max_size=3)
+                "values": st.lists(
+                    st.dictionaries(
+                        st.sampled_from(["type", "value", "mechanism"]), untrusted_values
+                    )
+                    | st.fixed_dictionaries(
+                        {
+                            "type": st.text(),
+                            "value": st.text(),
+                            "mechanism": st.fixed_dictionaries({"handled": untrusted_values}),
+                        }
+                    ),
+                    max_size=3,
+                )
                 | untrusted_values
             }
         ),
@@ -119,5 +132,8 @@ events = st.dictionaries(_event_keys, untrusted_values, max_size=10) | st.fixed_
         ),
         "timestamp": untrusted_values,
         "event_id": untrusted_values,
+        "tags": untrusted_values
+        | st.dictionaries(st.text(), untrusted_scalars, max_size=30)
+        | st.lists(st.tuples(untrusted_scalars, untrusted_scalars), max_size=30),
     }
 )

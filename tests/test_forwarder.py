@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import json
+import logging
 import uuid
 from typing import Any
 
@@ -14,8 +15,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from sentry_segment import SegmentIntegration, payload
-from sentry_segment.payload import MAX_MESSAGE_BYTES
-from sentry_segment.testing import SegmentCollector
+from sentry_segment.payload import MAX_MESSAGE_BYTES, message_problem
+from sentry_segment.testing import SegmentCollector, SentryRecorder
 
 from .conftest import WRITE_KEY, InitSentry, raise_and_capture
 from .support import same, untrusted_values
@@ -116,3 +117,133 @@ def test_an_event_that_fails_to_build_does_not_stop_the_rest_of_its_batch(
     assert integration.flush(timeout=10)
     assert sorted(message["userId"] for message in segment.messages()) == ["1", "2"]
     assert integration.stats()["delivered"] == 2
+
+
+def test_before_forward_shapes_the_message_and_never_the_sentry_event(
+    init_sentry: InitSentry, segment: SegmentCollector, sentry: SentryRecorder
+) -> None:
+    seen: list[dict[str, Any]] = []
+
+    def before_forward(message: dict[str, Any], event: dict[str, Any]) -> dict[str, Any]:
+        seen.append(copy.deepcopy(event))
+        message["properties"]["plan"] = event["tags"]["plan"]
+        message["event"] = "Checkout Failed"
+        event["user"]["id"] = "changed by the hook"  # a copy: Sentry's event stays as it was
+        event["tags"].clear()
+        return message
+
+    def before_send(event: dict[str, Any], hint: dict[str, Any]) -> Any:
+        event["tags"]["scrubbed"] = "yes"
+        return event
+
+    init_sentry(before_forward=before_forward, before_send=before_send)
+    with sentry_sdk.new_scope() as scope:
+        scope.set_tag("plan", "pro")
+        event_id = raise_and_capture(user={"id": 42})
+    sentry_sdk.flush(timeout=5)
+    [message] = segment.tracked("Checkout Failed")
+    assert message["properties"]["plan"] == "pro"
+    assert message["messageId"] == event_id
+    [sent] = sentry.wait_for_events(1)
+    assert sent["user"]["id"] == 42
+    assert sent["tags"] == {"plan": "pro", "scrubbed": "yes"}
+    # The hook gets the event as Sentry sent it: after the user's before_send.
+    [event] = seen
+    assert event["event_id"] == event_id
+    assert event["tags"]["scrubbed"] == "yes"
+
+
+def test_before_forward_returning_none_or_raising_forwards_nothing_and_counts_it(
+    init_sentry: InitSentry,
+    segment: SegmentCollector,
+    sentry: SentryRecorder,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    def before_forward(message: dict[str, Any], event: dict[str, Any]) -> Any:
+        if message["userId"] == "drop":
+            return None
+        if message["userId"].startswith("fail"):
+            raise RuntimeError("a bug in the user's hook")
+        return message
+
+    integration = init_sentry(before_forward=before_forward, debug=True)
+    with caplog.at_level(logging.DEBUG, logger="sentry_sdk.errors"):
+        ids = [raise_and_capture(user={"id": user}) for user in ("drop", "fail-1", "fail-2", "ok")]
+        sentry_sdk.flush(timeout=5)
+    assert [m["userId"] for m in segment.messages()] == ["ok"]
+    assert [e["event_id"] for e in sentry.wait_for_events(4)] == ids
+    stats = integration.stats()
+    assert stats["dropped_by_before_forward"] == 1
+    assert stats["before_forward_errors"] == 2
+    assert stats["forwarded"] == stats["delivered"] == 1
+    raised = [r for r in caplog.records if "before_forward raised" in r.getMessage()]
+    assert len(raised) == 1
+    assert raised[0].exc_info is not None
+
+
+def test_before_forward_may_not_send_what_segment_would_refuse(
+    init_sentry: InitSentry, segment: SegmentCollector
+) -> None:
+    def before_forward(message: dict[str, Any], event: dict[str, Any]) -> Any:
+        broken = {
+            "nan": {**message, "properties": {"ratio": float("nan")}},
+            "huge": {**message, "properties": {"blob": "x" * 40_000}},
+            "no-user": {key: value for key, value in message.items() if key != "userId"},
+            "not-a-dict": [message],
+            "surrogate": {**message, "event": "\ud800"},
+        }
+        return broken.get(message["userId"], message)
+
+    integration = init_sentry(before_forward=before_forward)
+    for user in ("nan", "huge", "no-user", "not-a-dict", "surrogate", "fine"):
+        raise_and_capture(user={"id": user})
+    sentry_sdk.flush(timeout=5)
+    assert [m["userId"] for m in segment.messages()] == ["fine"]
+    assert integration.stats()["dropped_invalid_message"] == 5
+
+
+@pytest.mark.filterwarnings("ignore:Generating overly large repr")
+def test_any_value_a_before_forward_returns_never_breaks_sentry_or_reaches_segment_invalid(
+    segment: SegmentCollector,
+) -> None:
+    returned: list[Any] = []
+
+    def before_forward(message: dict[str, Any], event: dict[str, Any]) -> Any:
+        return returned[-1](message)
+
+    integration = SegmentIntegration(
+        write_key=WRITE_KEY, host=segment.host, rate_limit="off", before_forward=before_forward
+    )
+    sentry_sdk.init(integrations=[integration])
+    forwarder = integration._forwarder
+    replacements = st.one_of(
+        untrusted_values.map(lambda junk: lambda message: junk),
+        st.dictionaries(st.text(max_size=8), untrusted_values, max_size=4).map(
+            lambda extra: lambda message: {**message, "properties": extra}
+        ),
+        untrusted_values.map(lambda junk: lambda message: {**message, "userId": junk}),
+        st.just(lambda message: message),
+    )
+
+    @settings(max_examples=300, deadline=None, suppress_health_check=list(HealthCheck))
+    @given(events, replacements)
+    def check(event: dict[Any, Any], replace: Any) -> None:
+        original = copy.deepcopy(event)
+        returned.append(replace)
+        forwarder.offer(event, "http://public@127.0.0.1:9/1")
+        assert integration.flush(timeout=10)
+        assert same(event, original)
+
+    try:
+        check()
+    finally:
+        sentry_sdk.get_client().close(timeout=2)
+        sentry_sdk.get_global_scope().set_client(None)
+    stats = integration.stats()
+    assert stats["failed"] == 0
+    assert stats["delivered"] == stats["forwarded"] > 10
+    assert stats["dropped_invalid_message"] > 10
+    for batch in segment.batches():
+        assert batch.status == 200
+        for message in batch.messages:
+            assert message_problem(message) is None

@@ -691,3 +691,54 @@ def test_the_integrations_threads_end_when_idle(
     second = raise_and_capture(user={"id": 2})
     sentry_sdk.flush(timeout=5)
     assert second in delivered_ids(segment)
+
+
+def test_include_adds_tags_the_message_whether_it_was_handled_and_a_link_to_sentry(
+    init_sentry: InitSentry, segment: SegmentCollector, sentry: SentryRecorder
+) -> None:
+    init_sentry(
+        project=4507,
+        include="tags,exception_message,handled,sentry_url",
+        sentry_org="acme",
+        sentry_web_url="https://sentry.example.com",
+    )
+    with sentry_sdk.new_scope() as scope:
+        scope.set_tag("plan", "pro")
+        scope.set_tag("beta", True)
+        handled_id = raise_and_capture(KeyError("cart 7 is empty"), user={"id": 1})
+
+    app = Flask(__name__)
+
+    @app.route("/checkout")
+    def checkout() -> str:
+        sentry_sdk.set_user({"id": 2})
+        raise ValueError("card declined")
+
+    assert app.test_client().get("/checkout").status_code == 500
+    sentry_sdk.flush(timeout=5)
+    handled, unhandled = segment.messages()
+    assert handled["messageId"] == handled_id
+    assert handled["properties"]["tags"] == {"plan": "pro", "beta": "true"}
+    assert handled["properties"]["exceptionMessage"] == "'cart 7 is empty'"
+    assert handled["properties"]["handled"] is True
+    assert handled["properties"]["sentryUrl"] == (
+        f"https://sentry.example.com/organizations/acme/issues/?project=4507&query={handled_id}"
+    )
+    assert unhandled["properties"]["handled"] is False
+    assert unhandled["properties"]["exceptionMessage"] == "card declined"
+    [_, sent] = sentry.wait_for_events(2)
+    assert sent["exception"]["values"][-1]["mechanism"]["handled"] is False
+
+
+def test_without_include_the_message_keeps_the_forwarders_schema(
+    init_sentry: InitSentry, segment: SegmentCollector
+) -> None:
+    init_sentry()
+    with sentry_sdk.new_scope() as scope:
+        scope.set_tag("plan", "pro")
+        raise_and_capture(user={"id": 1})
+    [message] = forwarded_messages(segment)
+    assert set(message["properties"]) == {
+        "environment", "eventId", "exceptionType", "release", "transaction", "level",
+        "userAgent", "page",
+    }  # fmt: skip

@@ -12,6 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from sentry_segment.payload import (
+    INCLUDABLE,
     MAX_MESSAGE_BYTES,
     Shape,
     Track,
@@ -185,16 +186,26 @@ def test_building_never_changes_the_event() -> None:
     assert event == EVENT
 
 
+shapes = st.builds(
+    Shape,
+    event_name=st.text(min_size=1, max_size=200),
+    include=st.sets(st.sampled_from(INCLUDABLE)).map(
+        lambda names: tuple(name for name in INCLUDABLE if name in names)
+    ),
+    issues_url=st.just("https://sentry.io/organizations/acme/issues/"),
+)
+
+
 @pytest.mark.filterwarnings("ignore:Generating overly large repr")
-@given(events, st.text(min_size=1, max_size=200))
+@given(events, shapes, st.text(max_size=20))
 def test_any_event_gives_valid_json_under_32kb_and_stays_unchanged(
-    event: dict[str, Any], event_name: str
+    event: dict[str, Any], shape: Shape, project: str
 ) -> None:
     original = copy.deepcopy(event)
     is_error(event)
     user_id(event)
-    track = build_track(event, Shape(event_name))
-    from_fields = track_from_fields(error_fields(event), Shape(event_name))
+    track = build_track(event, shape, project)
+    from_fields = track_from_fields(error_fields(event, shape.needs_extras), shape, project)
     assert (from_fields.properties, from_fields.context) == (track.properties, track.context)
     encoded = json.dumps(track.as_message(), allow_nan=False)
     assert len(encoded.encode()) < MAX_MESSAGE_BYTES - 1024
@@ -209,3 +220,43 @@ def test_characters_outside_the_basic_plane_count_twelve_bytes_each() -> None:
     track = build_track(event, Shape("E"))
     encoded = json.dumps(track.as_message())
     assert len(encoded.encode()) < MAX_MESSAGE_BYTES - 1024
+
+
+ALL = Shape("E", INCLUDABLE, "https://sentry.example.com/organizations/acme/issues/")
+
+
+def test_tags_become_strings_in_order_within_a_budget() -> None:
+    tags = {"plan": "pro", "beta": True, "n": 3, "ratio": 0.5, "nan": float("nan"), "none": None}
+    properties = build_track({**EVENT, "tags": tags}, ALL).properties
+    assert properties["tags"] == {
+        "plan": "pro", "beta": "true", "n": "3", "ratio": "0.5", "nan": "", "none": ""
+    }  # fmt: skip
+    as_pairs = build_track({**EVENT, "tags": [["a", "1"], ("b", 2), "junk", ["a", "dup"]]}, ALL)
+    assert as_pairs.properties["tags"] == {"a": "1", "b": "2"}
+    many = {f"tag{number:04}": "v" * 100 for number in range(2000)}
+    kept = build_track({**EVENT, "tags": many}, ALL).properties["tags"]
+    assert 0 < len(kept) < 2000
+    assert list(kept) == list(many)[: len(kept)]
+    assert build_track({**EVENT, "tags": "not tags"}, ALL).properties["tags"] == {}
+
+
+def test_handled_is_false_when_any_exception_says_unhandled() -> None:
+    def handled(*mechanisms: Any) -> Any:
+        values = [{"type": "E", "mechanism": mechanism} for mechanism in mechanisms]
+        return build_track({**EVENT, "exception": {"values": values}}, ALL).properties["handled"]
+
+    assert handled({"handled": True}) is True
+    assert handled({"type": "generic"}, None) is True
+    assert handled({"handled": True}, {"handled": False}) is False
+    assert handled({"handled": "no"}) is True
+
+
+def test_the_included_message_is_that_of_the_root_cause_and_the_link_finds_the_event() -> None:
+    properties = build_track(EVENT, ALL, "4507").properties
+    assert properties["exceptionMessage"] == "bad"
+    assert properties["sentryUrl"] == (
+        "https://sentry.example.com/organizations/acme/issues/"
+        "?project=4507&query=002c8bbde8324dae9f12a0b96f5b1e51"
+    )
+    odd = build_track({**EVENT, "event_id": "a&b c"}, ALL, "1/2").properties["sentryUrl"]
+    assert odd.endswith("?project=1%2F2&query=a%26b%20c")
