@@ -23,7 +23,7 @@ from sentry_segment import SegmentIntegration
 FOLDER = os.environ.get(
     "BROKER_FOLDER", os.path.join(tempfile.gettempdir(), "sentry-segment-broker")
 )
-for name in ("queue", "processed"):
+for name in ("queue", "processed", "control"):
     os.makedirs(os.path.join(FOLDER, name), exist_ok=True)
 
 app = Celery("celery_app", broker=os.environ.get("CELERY_BROKER_URL", "filesystem://"))
@@ -31,6 +31,8 @@ app.conf.broker_transport_options = {
     "data_folder_in": os.path.join(FOLDER, "queue"),
     "data_folder_out": os.path.join(FOLDER, "queue"),
     "processed_folder": os.path.join(FOLDER, "processed"),
+    # Celery's broadcast exchanges; by default it writes them to ./control.
+    "control_folder": os.path.join(FOLDER, "control"),
 }
 app.conf.task_ignore_result = True
 

@@ -63,8 +63,30 @@ def _get(url: str, headers: dict[str, str]) -> int:
         return int(error.code)
 
 
+# Why an event was not forwarded, by the counter that says so.
+REASONS = {
+    "skipped_no_user": "no user ID on the event",
+    "skipped_not_error": "a message, not an error",
+    "skipped_not_sent": "Sentry did not send it",
+    "skipped_disabled": "forwarding is disabled",
+    "skipped_no_write_key": "no write key",
+    "rate_limited": "over the rate limit",
+}
+
+
+def _outcome(before: dict[str, int], after: dict[str, int]) -> str:
+    """What became of one request's event, from the counters it moved."""
+    moved = [name for name in after if after[name] > before[name]]
+    if "delivered" in moved:
+        return "forwarded: Segment has it"
+    skipped = [name for name in moved if name in REASONS]
+    if skipped:
+        return f"skipped: {REASONS[skipped[0]]} ({skipped[0]})"
+    return "not forwarded: " + (", ".join(moved) or "no counter moved")
+
+
 def run(out: TextIO = sys.stdout) -> dict[str, int]:
-    """Run the demo, print what arrived where, and return the integration's stats."""
+    """Run the demo, print what became of each request's event, and return the stats."""
     logging.getLogger("werkzeug").setLevel(logging.WARNING)
     with SegmentCollector() as segment, SentryRecorder() as sentry:
         integration = SegmentIntegration(write_key=DEMO_WRITE_KEY, host=segment.host)
@@ -74,34 +96,35 @@ def run(out: TextIO = sys.stdout) -> dict[str, int]:
         browser = {"User-Agent": "Mozilla/5.0 (demo)", "Referer": f"{base}/cart"}
 
         requests = [
-            ("signed-in user 42 fails at checkout", "/checkout?cart=3", {"X-User-Id": "42"}),
-            ("signed-in user 7 fails at checkout", "/checkout?cart=9", {"X-User-Id": "7"}),
-            ("anonymous visitor fails at checkout", "/checkout?cart=1", {}),
-            ("user 42 runs a report (a message, not an error)", "/report", {"X-User-Id": "42"}),
+            ("user 42", "/checkout?cart=3", {"X-User-Id": "42"}),
+            ("user 7", "/checkout?cart=9", {"X-User-Id": "7"}),
+            ("anonymous", "/checkout?cart=1", {}),
+            ("user 42", "/report", {"X-User-Id": "42"}),
         ]
-        print("Requests to the web app:", file=out)
-        for label, path, headers in requests:
+        print("A WSGI shop on loopback, with Sentry and Segment on loopback too:\n", file=out)
+        for who, path, headers in requests:
+            before = integration.stats()
             status = _get(base + path, {**browser, **headers})
-            print(f"  GET {path:<18} -> {status}  ({label})", file=out)
+            sentry_sdk.flush(timeout=5)
+            outcome = _outcome(before, integration.stats())
+            print(f"  GET {path:<17} {who:<10} -> {status}  {outcome}", file=out)
 
-        sentry_sdk.flush(timeout=5)
         web.shutdown()
-
-        print("\nWhat Sentry received:", file=out)
-        for event in sentry.events():
-            values = (event.get("exception") or {}).get("values") or [{}]
-            kind = values[0].get("type") or f"message: {event.get('message')!r}"
-            user = (event.get("user") or {}).get("id", "-")
-            print(f"  {event['event_id']}  user={user:<3} {kind}", file=out)
-
-        print("\nWhat Segment received (POST /v1/batch bodies):", file=out)
-        for batch in segment.batches():
-            body = {**batch.body, "writeKey": "<masked>"}
-            print(json.dumps(body, indent=2, sort_keys=True), file=out)
-
+        messages = segment.messages()
+        print(
+            f"\nSentry received {len(sentry.events())} events; Segment received "
+            f"{len(messages)} messages in {len(segment.batches())} batches.",
+            file=out,
+        )
         stats = integration.stats()
-        print("\nintegration.stats():", file=out)
-        print(json.dumps(stats, indent=2), file=out)
+        print(
+            "integration.stats(): "
+            + " ".join(f"{name}={count}" for name, count in stats.items() if count),
+            file=out,
+        )
+        if messages:
+            print("\nThe first message, as Segment received it:", file=out)
+            print(json.dumps(messages[0], indent=2, sort_keys=True), file=out)
         sentry_sdk.get_client().close(timeout=2)
         return stats
 

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import base64
 import os
+import subprocess
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any, Callable, Optional
 
 import pytest
@@ -18,6 +20,7 @@ from sentry_segment.schema import message_schema
 from sentry_segment.testing import SegmentCollector, SentryRecorder
 
 WRITE_KEY = "wk_TestWriteKey_0123456789abcdef"
+ROOT = Path(__file__).resolve().parent.parent
 
 # `make fuzz` runs the property tests with many more examples (FUZZ_EXAMPLES).
 settings.register_profile("default", max_examples=200, deadline=None)
@@ -25,6 +28,26 @@ settings.register_profile(
     "fuzz", max_examples=int(os.environ.get("FUZZ_EXAMPLES", "20000")), deadline=None
 )
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
+
+
+def _working_tree_changes() -> Optional[set[str]]:
+    try:
+        listed = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=all"],
+            cwd=ROOT, capture_output=True, text=True, timeout=30, check=True,
+        )  # fmt: skip
+    except (OSError, subprocess.SubprocessError):
+        return None  # not a git checkout (an sdist): nothing to compare
+    return set(listed.stdout.splitlines())
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _tests_write_only_to_temporary_directories() -> Iterator[None]:
+    before = _working_tree_changes()
+    yield
+    after = _working_tree_changes()
+    if before is not None and after is not None:
+        assert sorted(after - before) == [], "files the tests left in the working tree"
 
 
 @pytest.fixture(scope="session")

@@ -10,7 +10,7 @@ import sentry_sdk
 from sentry_segment import demo
 
 
-def test_demo_forwards_the_signed_in_users_errors_only() -> None:
+def test_demo_says_in_one_line_per_request_what_became_of_its_event() -> None:
     out = io.StringIO()
     try:
         stats = demo.run(out)
@@ -20,9 +20,17 @@ def test_demo_forwards_the_signed_in_users_errors_only() -> None:
     assert stats["forwarded"] == stats["delivered"] == 2
     assert stats["skipped_no_user"] == 1
     assert stats["skipped_not_error"] == 1
-    segment_part = text.split("What Segment received")[1].split("integration.stats()")[0]
-    assert segment_part.count('"event": "Error Captured"') == 2
-    assert '"userId": "42"' in segment_part
-    assert '"userId": "7"' in segment_part
-    assert json.loads(text.split("integration.stats():")[1]) == stats
+    requests = [line.strip() for line in text.splitlines() if line.startswith("  GET ")]
+    assert len(requests) == 4
+    assert requests[0].endswith("-> 500  forwarded: Segment has it")
+    assert "user 7" in requests[1]
+    assert requests[1].endswith("forwarded: Segment has it")
+    assert requests[2].endswith("skipped: no user ID on the event (skipped_no_user)")
+    assert requests[3].endswith("-> 200  skipped: a message, not an error (skipped_not_error)")
+    assert "Sentry received 4 events; Segment received 2 messages" in text
+    assert "forwarded=2 delivered=2 skipped_not_error=1 skipped_no_user=1" in text
+    first = json.loads(text.split("as Segment received it:")[1])
+    assert first["userId"] == "42"
+    assert first["event"] == "Error Captured"
+    assert len(text.splitlines()) < 50
     assert demo.DEMO_WRITE_KEY not in text
