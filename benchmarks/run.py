@@ -8,6 +8,8 @@
 4. peak RSS after 100,000 captured errors, with / without the integration
 5. with Redis storage: the latency ratios of (1), and the fleet's accuracy
 6. instructions per capture on the capturing thread, with / without (callgrind, repeatable)
+7. flush latency after one error with / without, and idle capture-to-POST latency
+   (benchmarks/delivery.py)
 
     .venv/bin/python benchmarks/run.py [--quick]
 """
@@ -29,6 +31,7 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 from common import external_collector
+from delivery import flush_latency, idle_capture_to_post
 from instructions import per_capture, per_forwarded_event, segment_client_per_message
 from latency import (
     WRITE_KEY,
@@ -349,6 +352,24 @@ def main() -> None:
                             note,
                         )
                     )
+
+    rounds = 10 if quick else 40
+    with_ms, without_ms = flush_latency(rounds)
+    rows.append(
+        (
+            "7. sentry_sdk.flush() after one error",
+            f"{with_ms:.1f} ms vs {without_ms:.1f} ms: **+{with_ms - without_ms:.1f} ms**",
+            "Sentry's real transport to loopback; with: Segment has answered too",
+        )
+    )
+    segment_ms, sentry_ms = idle_capture_to_post(rounds)
+    rows.append(
+        (
+            "7. idle capture to POST, median (max)",
+            f"Segment **{statistics.median(segment_ms):.1f} ms** ({max(segment_ms):.1f} ms)",
+            f"Sentry's own transport: {statistics.median(sentry_ms):.1f} ms",
+        )
+    )
 
     print(f"Machine: {machine()}\n")
     print("| measure | result | note |")

@@ -208,10 +208,13 @@ class SegmentCollector(_Loopback):
 
 class SentryRecorder(_Loopback):
     """A Sentry envelope endpoint on 127.0.0.1 that records every event (errors and messages)
-    and every transaction it receives."""
+    and every transaction it receives; ``on_event`` is called with each event as it arrives."""
 
-    def __init__(self, port: int = 0) -> None:
+    def __init__(
+        self, port: int = 0, on_event: Optional[Callable[[dict[str, Any]], Any]] = None
+    ) -> None:
         super().__init__(port)
+        self._on_event = on_event
         self._events: list[dict[str, Any]] = []
         self._transactions: list[dict[str, Any]] = []
         self.server.expect_request(_ENVELOPE_PATH, method="POST").respond_with_handler(self._handle)
@@ -241,13 +244,19 @@ class SentryRecorder(_Loopback):
         from werkzeug import Response
 
         envelope = Envelope.deserialize(_body(request))
+        arrived = []
         with self._changed:
             for item in envelope.items:
                 payload = item.payload.json
                 if isinstance(payload, dict) and item.type in ("event", "transaction"):
                     kept = self._events if item.type == "event" else self._transactions
                     kept.append(payload)
+                    if item.type == "event":
+                        arrived.append(payload)
             self._changed.notify_all()
+        if self._on_event is not None:
+            for event in arrived:
+                self._on_event(event)
         return Response("{}", status=200, content_type="application/json")
 
 
