@@ -4,7 +4,9 @@ Sentry is initialised when the worker imports this module, before the prefork po
 Run it (a filesystem broker, so no broker server is needed for the example):
 
     pip install sentry-segment celery
-    export SENTRY_DSN=https://public@o1.ingest.sentry.io/1 SENTRY_SEGMENT_WRITE_KEY=yourKey
+    sentry-segment listen &          # a local Segment collector: one line per message
+    export SENTRY_SEGMENT_HOST=http://127.0.0.1:8765 SENTRY_SEGMENT_WRITE_KEY=anyKey
+    export SENTRY_DSN=https://public@o1.ingest.sentry.io/1       # your project's DSN
     celery --workdir examples -A celery_app worker --pool prefork --concurrency 2
     python examples/celery_app.py 42                  # the task fails: "Error Captured" for 42
 """

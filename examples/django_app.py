@@ -4,7 +4,9 @@ RemoteUserMiddleware), and Sentry's Django integration reports request.user.
 Run it:
 
     pip install sentry-segment django
-    export SENTRY_DSN=https://public@o1.ingest.sentry.io/1 SENTRY_SEGMENT_WRITE_KEY=yourKey
+    sentry-segment listen &          # a local Segment collector: one line per message
+    export SENTRY_SEGMENT_HOST=http://127.0.0.1:8765 SENTRY_SEGMENT_WRITE_KEY=anyKey
+    export SENTRY_DSN=https://public@o1.ingest.sentry.io/1       # your project's DSN
     python examples/django_app.py                      # serves on 127.0.0.1:8000 (PORT=...)
     curl -H 'X-Remote-User: alice' http://127.0.0.1:8000/checkout
     # 500, and "Error Captured" with userId = alice's primary key

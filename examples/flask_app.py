@@ -1,9 +1,11 @@
 """Flask: the signed-in user comes from the session that /login sets.
 
-Run it (a loopback Segment collector stands in for Segment; use your own DSN and key):
+Run it, with `sentry-segment listen` standing in for Segment (or your own write key):
 
     pip install sentry-segment flask
-    export SENTRY_DSN=https://public@o1.ingest.sentry.io/1 SENTRY_SEGMENT_WRITE_KEY=yourKey
+    sentry-segment listen &          # a local Segment collector: one line per message
+    export SENTRY_SEGMENT_HOST=http://127.0.0.1:8765 SENTRY_SEGMENT_WRITE_KEY=anyKey
+    export SENTRY_DSN=https://public@o1.ingest.sentry.io/1       # your project's DSN
     python examples/flask_app.py                       # serves on 127.0.0.1:5000 (PORT=...)
     curl -c jar 'http://127.0.0.1:5000/login?user=42'
     curl -b jar http://127.0.0.1:5000/checkout          # 500, and "Error Captured" for user 42
