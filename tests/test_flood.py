@@ -8,6 +8,8 @@ import subprocess
 import sys
 import textwrap
 
+import pytest
+
 from .conftest import WRITE_KEY
 from .support import ROOT, free_port
 
@@ -25,7 +27,10 @@ FLOOD_SCRIPT = textwrap.dedent(
                     return int(line.split()[1]) / 1024
 
     THREADS, PER_THREAD = 8, int(sys.argv[1]) // 8
-    integration = SegmentIntegration(rate_limit="1000000/second", max_queue_size=2000)
+    keep = (lambda message, event: message) if os.environ.get("TEST_BEFORE_FORWARD") else None
+    integration = SegmentIntegration(
+        rate_limit="1000000/second", max_queue_size=2000, before_forward=keep
+    )
     sentry_sdk.init(dsn=os.environ["TEST_DSN"], integrations=[integration])
 
     for number in range(3000):
@@ -55,16 +60,25 @@ FLOOD_SCRIPT = textwrap.dedent(
 )
 
 
-def test_a_flood_with_segment_unreachable_stays_bounded_and_counted() -> None:
+@pytest.mark.timeout(600)
+@pytest.mark.parametrize(
+    ("errors", "before_forward"),
+    [(100_000, ""), (40_000, "1")],
+    ids=["fields queued", "whole events queued for before_forward"],
+)
+def test_a_flood_with_segment_unreachable_stays_bounded_and_counted(
+    errors: int, before_forward: str
+) -> None:
     environ = {
         **os.environ,
+        "TEST_BEFORE_FORWARD": before_forward,
         "SENTRY_SEGMENT_WRITE_KEY": WRITE_KEY,
         "SENTRY_SEGMENT_HOST": f"http://127.0.0.1:{free_port()}",
         "TEST_DSN": f"http://public@127.0.0.1:{free_port()}/1",
         "PYTHONPATH": ROOT,
     }
     finished = subprocess.run(
-        [sys.executable, "-c", FLOOD_SCRIPT, "100000"],
+        [sys.executable, "-c", FLOOD_SCRIPT, str(errors)],
         env=environ,
         capture_output=True,
         text=True,
@@ -73,10 +87,10 @@ def test_a_flood_with_segment_unreachable_stays_bounded_and_counted() -> None:
     )
     report = json.loads(finished.stdout.strip().splitlines()[-1])
     stats = report["stats"]
-    assert report["captured"] == 103_000
+    assert report["captured"] == errors + 3000
     # Every captured error is accounted for: forwarded to the client, or dropped and counted.
     assert stats["forwarded"] + stats["dropped_queue_full"] == report["captured"]
-    assert stats["dropped_queue_full"] > 50_000
+    assert stats["dropped_queue_full"] > errors // 2
     assert stats["delivered"] == 0
     # Two queues of 2,000 small items, not 100,000 events, are all the growth allowed.
     assert report["end_mb"] - report["warm_mb"] < 40
