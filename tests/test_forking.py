@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -18,7 +19,13 @@ import pytest
 from sentry_segment.testing import SegmentCollector, SentryRecorder
 
 from .conftest import WRITE_KEY
-from .support import free_port, http_status, wait_until_listening
+from .support import (
+    assert_each_delivered_once,
+    free_port,
+    http_status,
+    sentry_received,
+    wait_until_listening,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -151,3 +158,60 @@ def test_celery_prefork_tasks_deliver_every_event(
         producer.send_task("fail", args=[f"task-{number}"])
     user_ids = delivered_user_ids(segment, 9)
     assert user_ids == Counter(["celery-main", *(f"task-{n}" for n in range(8))])
+
+
+C_FORK_SCRIPT = textwrap.dedent(
+    """
+    import ctypes, json, os, signal, sys, time, sentry_sdk
+    from sentry_segment import SegmentIntegration
+    from tests.apps.errors import capture_error
+
+    sentry_sdk.init(dsn=os.environ["TEST_DSN"], integrations=[SegmentIntegration()])
+    integration = sentry_sdk.get_client().get_integration(SegmentIntegration)
+
+    # The parent forwards first, so the child inherits a worker that fork() did not copy.
+    capture_error("parent")
+    assert integration.flush(timeout=5)
+
+    # fork() as C code calls it (uWSGI, C extensions): no os.register_at_fork hook runs in the
+    # child. PyDLL, not CDLL: CDLL releases the GIL around the call, and a child forked while
+    # another thread (sentry-sdk's, ours, Segment's) had taken it can never take it back.
+    child = ctypes.PyDLL(None).fork()
+    if child == 0:
+        signal.alarm(20)
+        for number in range(10):
+            capture_error(f"child-{number}")
+        started = time.monotonic()
+        flushed = integration.flush(timeout=3)
+        seconds = time.monotonic() - started
+        sentry_sdk.flush(timeout=3)
+        with open(os.environ["TEST_RESULT"], "w") as result:
+            json.dump({"flushed": flushed, "seconds": seconds}, result)
+        os._exit(0)
+    assert child > 0
+    deadline = time.monotonic() + 30
+    while os.waitpid(child, os.WNOHANG) == (0, 0):
+        if time.monotonic() > deadline:
+            os.kill(child, signal.SIGKILL)
+            sys.exit("the child did not exit")
+        time.sleep(0.05)
+    """
+)
+
+
+def test_a_fork_from_c_without_at_fork_hooks_delivers_the_childs_events(
+    segment: SegmentCollector, sentry: SentryRecorder, tmp_path: Path
+) -> None:
+    script = tmp_path / "c_fork.py"
+    script.write_text(C_FORK_SCRIPT)
+    result = tmp_path / "child.json"
+    env = environment(segment, sentry, TEST_RESULT=str(result))
+    subprocess.run([sys.executable, str(script)], env=env, cwd=ROOT, check=True, timeout=60)
+    child = json.loads(result.read_text())
+    received = sentry_received(sentry, Counter(["parent", *(f"child-{n}" for n in range(10))]))
+    messages = segment.wait_for_messages(len(received), timeout=2)
+    assert child["flushed"], (
+        f"the child's flush() gave up after {child['seconds']:.2f} s; "
+        f"Segment has {len(messages)} of the {len(received)} events"
+    )
+    assert_each_delivered_once(messages, received)
