@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import textwrap
+import time
 import urllib.error
 import urllib.request
 from collections import Counter
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -24,6 +27,7 @@ from .support import (
     free_port,
     http_status,
     sentry_received,
+    stop_process_group,
     wait_until_listening,
 )
 
@@ -76,8 +80,8 @@ def test_gunicorn_preload_workers_deliver_every_event(
     assert len(worker_pids) >= 1
 
 
-def get_pid(base: str) -> int:
-    with urllib.request.urlopen(f"{base}/pid", timeout=10) as response:
+def get_pid(base: str, delay: float = 0.0) -> int:
+    with urllib.request.urlopen(f"{base}/pid?delay={delay}", timeout=10) as response:
         return int(response.read())
 
 
@@ -215,3 +219,143 @@ def test_a_fork_from_c_without_at_fork_hooks_delivers_the_childs_events(
         f"Segment has {len(messages)} of the {len(received)} events"
     )
     assert_each_delivered_once(messages, received)
+
+
+def wait_for_workers(base: str, count: int, timeout: float = 30) -> set[str]:
+    """Ask /pid four at a time until count different workers answered; their PIDs."""
+    deadline = time.monotonic() + timeout
+    pids: set[str] = set()
+    while len(pids) < count:
+        assert time.monotonic() < deadline, f"only workers {pids} answered"
+        with ThreadPoolExecutor(4) as pool:
+            pids.update(pool.map(lambda _: str(get_pid(base, delay=0.05)), range(4)))
+    return pids
+
+
+def fail_concurrently(base: str, count: int) -> list[int]:
+    """GET /fail/0 ... /fail/<count-1>, four at a time, each keeping its worker 50 ms."""
+    with ThreadPoolExecutor(4) as pool:
+        return list(pool.map(lambda n: http_status(f"{base}/fail/{n}?delay=0.05"), range(count)))
+
+
+def pids_by_kind(sentry: SentryRecorder) -> dict[str, set[str]]:
+    """The PIDs that captured the "startup" events and the requests' (the app tags each event)."""
+    pids: dict[str, set[str]] = {}
+    for event in sentry.events():
+        kind = "startup" if event["user"]["id"] == "startup" else "request"
+        pids.setdefault(kind, set()).add(str(event.get("tags", {}).get("pid")))
+    return pids
+
+
+def uwsgi_binary() -> str:
+    found = shutil.which("uwsgi", path=os.path.dirname(sys.executable)) or shutil.which("uwsgi")
+    assert found, "uwsgi is not installed (it is in the dev extra: pip install -e '.[dev]')"
+    return found
+
+
+@pytest.mark.parametrize(
+    "flags",
+    [
+        pytest.param(["--enable-threads"], id="enable-threads"),
+        # uWSGI 2.0.31 runs Python threads without the flag ("stub option, true by default"),
+        # though uwsgi.opt then has no "enable-threads": nothing to warn about.
+        pytest.param([], id="no-flags"),
+    ],
+)
+def test_uwsgi_workers_forked_from_c_deliver_every_event(
+    flags: list[str], segment: SegmentCollector, sentry: SentryRecorder, tmp_path: Path
+) -> None:
+    # uWSGI loads the app in the master, which forwards an error at import, then forks two
+    # workers from C: Python's at-fork hooks do not run in them (not without
+    # --py-call-uwsgi-fork-hooks).
+    port = free_port()
+    log = tmp_path / "uwsgi.log"
+    command = [
+        uwsgi_binary(), "--http-socket", f"127.0.0.1:{port}", "--master", "--processes", "2",
+        "--home", sys.prefix, "--module", "tests.apps.prefork_app:app", "--need-app",
+        "--die-on-term", "--disable-logging", "--logto", str(log), *flags,
+    ]  # fmt: skip
+    server = subprocess.Popen(
+        command, cwd=ROOT, env=environment(segment, sentry), start_new_session=True
+    )
+    try:
+        wait_until_listening(port, server)
+        workers = wait_for_workers(f"http://127.0.0.1:{port}", 2)
+        assert fail_concurrently(f"http://127.0.0.1:{port}", 20) == [500] * 20
+        # While the workers run: their background threads run between requests.
+        delivered = segment.wait_for_messages(21, timeout=10)
+    finally:
+        stop_process_group(server)
+    # sentry-sdk 2.75 sends a forked process's first event only with its next one or at exit:
+    # its queue still lists the parent's worker thread as the one to wake. So Sentry's count
+    # is read once the workers have exited.
+    received = sentry_received(sentry, Counter(["startup", *(str(n) for n in range(20))]))
+    assert_each_delivered_once(delivered, received)
+    assert len(segment.messages()) == len(delivered)
+    pids = pids_by_kind(sentry)
+    assert pids["startup"] == {str(server.pid)}
+    assert pids["request"] == workers, f"requests were served by {pids['request']}"
+    assert str(server.pid) not in workers
+    # No Python traceback, and nothing through sentry-sdk's logger (threads can run here).
+    output = log.read_text(errors="replace")
+    markers = ("Traceback", "sentry_sdk.errors")
+    assert [marker for marker in markers if marker in output] == [], output
+
+
+FAKE_UWSGI_SCRIPT = textwrap.dedent(
+    """
+    import json, logging, os, sys, types, warnings
+    import sentry_sdk
+    from sentry_segment import SegmentIntegration
+    from tests.apps.errors import capture_error
+
+    # The module uWSGI embeds in its Python (import uwsgi), as an app in a worker sees it.
+    uwsgi = types.ModuleType("uwsgi")
+    uwsgi.version = b"2.0.21"
+    uwsgi.has_threads = 0
+    uwsgi.opt = {"master": True, "processes": b"2", "module": b"app:app"}
+    sys.modules["uwsgi"] = uwsgi
+
+    class Records(logging.Handler):
+        def __init__(self):
+            super().__init__(logging.WARNING)
+            self.messages = []
+
+        def emit(self, record):
+            self.messages.append(record.getMessage())
+
+    # In place of the handler and filter sentry-sdk gives its logger on import, which print
+    # only with debug=True.
+    records = Records()
+    sdk_logger = logging.getLogger("sentry_sdk.errors")
+    sdk_logger.handlers, sdk_logger.filters = [records], []
+    sdk_logger.setLevel(logging.WARNING)
+    warnings.simplefilter("ignore")  # sentry-sdk's own uWSGI warning
+    sentry_sdk.init(dsn=os.environ["TEST_DSN"], integrations=[SegmentIntegration()])
+    integration = sentry_sdk.get_client().get_integration(SegmentIntegration)
+    for number in range(3):
+        capture_error(f"user-{number}")
+    flushed = integration.flush(timeout=5)
+    print(json.dumps({"flushed": flushed, "warnings": records.messages}))
+    """
+)
+
+
+def test_uwsgi_without_python_threads_warns_once_and_still_delivers_at_flush(
+    segment: SegmentCollector, sentry: SentryRecorder
+) -> None:
+    # Not a real uWSGI: the one pip installs (2.0.31) always runs Python threads. In 2.0.21
+    # without --enable-threads uwsgi.has_threads is 0 (threads run only while a request runs
+    # Python) and uwsgi.opt lacks "enable-threads"; in 2.0.31 without the flag opt lacks it
+    # too, yet threads run and has_threads is 1 (the real no-flags test above, which must
+    # not warn): only has_threads tells.
+    env = environment(segment, sentry)
+    completed = subprocess.run(
+        [sys.executable, "-c", FAKE_UWSGI_SCRIPT],
+        env=env, cwd=ROOT, check=True, timeout=60, capture_output=True, text=True,
+    )  # fmt: skip
+    result = json.loads(completed.stdout.splitlines()[-1])
+    assert result["flushed"]
+    assert sorted(m["userId"] for m in segment.messages()) == ["user-0", "user-1", "user-2"]
+    about_uwsgi = [message for message in result["warnings"] if "uwsgi" in message.lower()]
+    assert len(about_uwsgi) == 1, result["warnings"]
