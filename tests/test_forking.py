@@ -359,3 +359,61 @@ def test_uwsgi_without_python_threads_warns_once_and_still_delivers_at_flush(
     assert sorted(m["userId"] for m in segment.messages()) == ["user-0", "user-1", "user-2"]
     about_uwsgi = [message for message in result["warnings"] if "uwsgi" in message.lower()]
     assert len(about_uwsgi) == 1, result["warnings"]
+
+
+GUNICORN_CONFIG = textwrap.dedent(
+    """
+    import sys, threading
+
+    def post_fork(server, worker):
+        # In the worker, after the fork and before gevent monkey-patches it: a thread alive now
+        # was started by an at-fork hook, a real OS thread in what becomes a gevent world.
+        others = [t for t in threading.enumerate() if t is not threading.current_thread()]
+        if others:
+            print(f"THREAD BEFORE GEVENT PATCHED: {others!r}", file=sys.stderr, flush=True)
+    """
+)
+
+
+@pytest.mark.parametrize("preload", [True, False], ids=["preload", "no-preload"])
+def test_gunicorn_gevent_workers_deliver_every_event_and_print_no_traceback(
+    preload: bool, segment: SegmentCollector, sentry: SentryRecorder, tmp_path: Path
+) -> None:
+    # With --preload the master imports the app (and forwards an error) before forking, and
+    # each worker monkey-patches only after the fork; without, each worker imports it after.
+    port = free_port()
+    config = tmp_path / "gunicorn_config.py"
+    config.write_text(GUNICORN_CONFIG)
+    # One connection per worker at a time: concurrent requests spread over both workers.
+    # (It also keeps two greenlets from capturing the first event of a preloaded worker at
+    # once: sentry-sdk 2.75 then deadlocks the worker on its transport's lock, a real lock
+    # made in the master and held across Thread.start(), which under gevent switches.)
+    command = [
+        sys.executable, "-m", "gunicorn", "--config", str(config), "--worker-class", "gevent",
+        "--workers", "2", "--worker-connections", "1", "--graceful-timeout", "5",
+        "--bind", f"127.0.0.1:{port}", "--log-level", "warning",
+        *(["--preload"] if preload else []), "tests.apps.prefork_app:app",
+    ]  # fmt: skip
+    # The default rate limit, so the limiter's storage is made and used in the workers too.
+    env = environment(segment, sentry, SENTRY_SEGMENT_RATE_LIMIT="200/second")
+    startups = 1 if preload else 2
+    with (tmp_path / "stderr.txt").open("w+") as stderr:
+        server = subprocess.Popen(command, cwd=ROOT, env=env, stderr=stderr, start_new_session=True)
+        try:
+            wait_until_listening(port, server)
+            workers = wait_for_workers(f"http://127.0.0.1:{port}", 2)
+            assert fail_concurrently(f"http://127.0.0.1:{port}", 20) == [500] * 20
+            delivered = segment.wait_for_messages(startups + 20, timeout=10)
+        finally:
+            stop_process_group(server)
+        stderr.seek(0)
+        log = stderr.read()
+    expected = Counter(["startup"] * startups + [str(n) for n in range(20)])
+    received = sentry_received(sentry, expected)
+    assert_each_delivered_once(delivered, received)
+    assert len(segment.messages()) == len(delivered)
+    pids = pids_by_kind(sentry)
+    assert pids["request"] == workers, f"requests were served by {pids['request']}"
+    assert pids["startup"] == ({str(server.pid)} if preload else workers)
+    markers = ("Traceback", "Exception ignored", "THREAD BEFORE GEVENT", "sentry_sdk.errors")
+    assert [marker for marker in markers if marker in log] == [], log
