@@ -2,16 +2,23 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
+import os
+import signal
 import socket
 import subprocess
 import time
 import urllib.error
 import urllib.request
+from collections import Counter
 from pathlib import Path
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 from hypothesis import strategies as st
+
+if TYPE_CHECKING:
+    from sentry_segment.testing import SentryRecorder
 
 
 def free_port() -> int:
@@ -47,6 +54,44 @@ def http_status(
             return int(response.status)
     except urllib.error.HTTPError as error:
         return int(error.code)
+
+
+def stop_process_group(process: subprocess.Popen[Any], timeout: float = 15) -> None:
+    """SIGTERM a server started with start_new_session=True, then SIGKILL what is left of its
+    process group (workers included) once it exited or after timeout seconds."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            process.wait(timeout=timeout)
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(process.pid, signal.SIGKILL)
+    process.wait(timeout=timeout)
+
+
+def sentry_received(
+    sentry: SentryRecorder, expected_user_ids: Counter[str], timeout: float = 10
+) -> Counter[tuple[str, str]]:
+    """The (event ID, user ID) of every event Sentry received, once it received exactly the
+    expected user IDs."""
+    events = sentry.wait_for_events(sum(expected_user_ids.values()), timeout=timeout)
+    received = Counter((str(e["event_id"]), str(e["user"]["id"])) for e in events)
+    user_ids = Counter(user_id for _, user_id in received.elements())
+    assert user_ids == expected_user_ids, f"Sentry received {user_ids}"
+    return received
+
+
+def assert_each_delivered_once(
+    messages: list[dict[str, Any]], received: Counter[tuple[str, str]]
+) -> None:
+    """Segment's messages are Sentry's events, each exactly once (by messageId and userId)."""
+    delivered = Counter((str(m.get("messageId")), str(m.get("userId"))) for m in messages)
+    arrived = sum((delivered & received).values())
+    missing = sorted(user_id for _, user_id in (received - delivered).elements())
+    extra = sorted(user_id for _, user_id in (delivered - received).elements())
+    assert delivered == received, (
+        f"Segment has {arrived} of the {sum(received.values())} events Sentry received; "
+        f"missing users {missing}; duplicated or unknown users {extra}"
+    )
 
 
 def same(left: Any, right: Any) -> bool:

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import sys
 import textwrap
 import threading
 import time
+from collections import Counter
 from collections.abc import Iterator
 
 import pytest
@@ -16,7 +18,7 @@ import pytest
 from sentry_segment.testing import SegmentCollector, SentryRecorder
 
 from .conftest import WRITE_KEY
-from .support import ROOT
+from .support import ROOT, assert_each_delivered_once, sentry_received
 
 SCRIPT = textwrap.dedent(
     """
@@ -107,3 +109,41 @@ def test_a_segment_host_that_never_answers_delays_exit_by_at_most_shutdown_timeo
     elapsed = run_script(silent_host, sentry.dsn(), errors=5, shutdown_timeout=2)
     assert elapsed - baseline < 2 + 1.5
     assert len(sentry.wait_for_events(5)) == 5
+
+
+KILLED_SCRIPT = textwrap.dedent(
+    """
+    import os, signal, time, sentry_sdk
+    from sentry_segment import SegmentIntegration
+    from tests.apps.errors import capture_error
+
+    sentry_sdk.init(dsn=os.environ["TEST_DSN"], integrations=[SegmentIntegration()])
+    for number in range(20):
+        capture_error(number)
+    time.sleep(0.3)
+    # No atexit handler, no flush: what was not posted by now is lost.
+    os.kill(os.getpid(), getattr(signal, os.environ["TEST_SIGNAL"]))
+    time.sleep(10)
+    """
+)
+
+
+@pytest.mark.parametrize("signal_name", ["SIGKILL", "SIGTERM"])
+def test_events_forwarded_before_the_process_is_killed_reach_segment(
+    signal_name: str, segment: SegmentCollector, sentry: SentryRecorder
+) -> None:
+    # Killed 0.3 s after the captures (SIGTERM unhandled, as Python leaves it): Sentry's
+    # transport has posted every event by then, so Segment must have them too.
+    environ = {
+        **os.environ,
+        "SENTRY_SEGMENT_WRITE_KEY": WRITE_KEY,
+        "SENTRY_SEGMENT_HOST": segment.host,
+        "TEST_DSN": sentry.dsn(),
+        "TEST_SIGNAL": signal_name,
+        "PYTHONPATH": ROOT,
+    }
+    command = [sys.executable, "-c", KILLED_SCRIPT]
+    killed = subprocess.run(command, env=environ, check=False, timeout=60)
+    assert killed.returncode == -getattr(signal, signal_name)
+    received = sentry_received(sentry, Counter(str(n) for n in range(20)))
+    assert_each_delivered_once(segment.wait_for_messages(20, timeout=2), received)
