@@ -234,8 +234,19 @@ def describe_failure(error: BaseException, host: str) -> str:
     return f"posting to {host} failed ({type(error).__name__}: {error})"
 
 
+# How often drain() looks at a queue that has no condition to wait on.
+DRAIN_POLL_SECONDS = 0.002
+
+
 def drain(work: queue.Queue[Any], deadline: float) -> bool:
     """Wait until every item put on the queue was marked done, or the deadline passes."""
+    if not hasattr(work, "all_tasks_done"):
+        # gevent's queue, once monkey-patched, has no condition: look, sleeping (a yield).
+        while work.unfinished_tasks:
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(DRAIN_POLL_SECONDS)
+        return True
     with work.all_tasks_done:
         while work.unfinished_tasks:
             remaining = deadline - time.monotonic()

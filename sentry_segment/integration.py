@@ -115,6 +115,14 @@ class SegmentIntegration(Integration):
         forwarder.quiet.follow_debug(bool(client.options.get("debug")))
         for line in self._unknown_variables:
             forwarder.report_once(line, "warning", "sentry-segment: %s", line)
+        if _uwsgi_without_threads():
+            forwarder.report_once(
+                "uwsgi",
+                "warning",
+                "sentry-segment: uWSGI runs Python threads here only while a request runs, so "
+                "errors reach Segment during later requests and at flush or exit; run uWSGI "
+                "with --enable-threads",
+            )
         if self.options.write_key is None and not any(
             override.write_key for override in self.options.projects.values()
         ):
@@ -134,6 +142,16 @@ class SegmentIntegration(Integration):
                 "sentry-segment: Sentry has no DSN here and sends nothing, so nothing is "
                 "forwarded (counted in skipped_not_sent); set SENTRY_DSN or init(dsn=...)",
             )
+
+
+def _uwsgi_without_threads() -> bool:
+    """A uWSGI worker that lets Python threads run only during requests (older uWSGI without
+    --enable-threads; uwsgi.opt does not tell, uWSGI 2.0.22+ runs threads without the flag)."""
+    try:
+        import uwsgi
+    except ImportError:
+        return False
+    return getattr(uwsgi, "has_threads", 1) == 0
 
 
 # The capture under way on this thread: _prepare_event stores what Sentry is about to send
