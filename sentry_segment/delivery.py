@@ -10,7 +10,7 @@ import queue
 import threading
 import time
 from collections.abc import Sequence
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 from requests import sessions
 from segment.analytics import consumer as segment_consumer
@@ -66,6 +66,8 @@ class Consumer(segment_consumer.Consumer):  # type: ignore[misc]
         )
         self.name = "sentry-segment-delivery"
         self._sink = sink
+        # Set when a request to end found messages to post, so the flush waits no longer.
+        self.declined_to_end = False
         self._held: Optional[tuple[dict[str, Any], int]] = None
 
     def run(self) -> None:
@@ -87,6 +89,13 @@ class Consumer(segment_consumer.Consumer):  # type: ignore[misc]
                 if not items and self._sink.retire(self):
                     self.running = False
                 break
+            if message is _END_WHEN_IDLE:
+                self.queue.task_done()
+                if not items and self._sink.retire(self):
+                    self.running = False
+                    break
+                self.declined_to_end = True
+                continue
             size = _encoded_size(message)
             if size > MAX_MESSAGE_BYTES:
                 # Segment's consumer drops these without marking them done: flush would hang.
@@ -104,6 +113,10 @@ class Consumer(segment_consumer.Consumer):  # type: ignore[misc]
         response = super().request(batch)
         self._sink.delivered(batch)
         return response
+
+
+# Put on the queue by Sink.end_idle_consumer: not a message, a request to end when idle.
+_END_WHEN_IDLE: Any = object()
 
 
 def _encoded_size(message: dict[str, Any]) -> int:
@@ -161,6 +174,18 @@ class Sink:
                 return self._consumer is not consumer
             self._consumer = None
             return True
+
+    def end_idle_consumer(self, deadline: float) -> None:
+        """Have the consumer end, if nothing waits to be posted; wait for it until deadline."""
+        consumer = self._consumer
+        if consumer is None or consumer is threading.current_thread():
+            return
+        consumer.declined_to_end = False
+        try:
+            self.queue.put_nowait(_END_WHEN_IDLE)
+        except queue.Full:
+            return
+        join_unless(consumer, lambda: consumer.declined_to_end, deadline)
 
     def wait_until_sent(self, deadline: float) -> bool:
         """Wait until every queued message was posted or given up on, at most until deadline."""
@@ -234,8 +259,18 @@ def describe_failure(error: BaseException, host: str) -> str:
     return f"posting to {host} failed ({type(error).__name__}: {error})"
 
 
-# How often drain() looks at a queue that has no condition to wait on.
-DRAIN_POLL_SECONDS = 0.002
+# How often drain() looks at a queue that has no condition to wait on, and join_unless()
+# whether a thread ended.
+POLL_SECONDS = 0.002
+
+
+def join_unless(thread: threading.Thread, took_work: Callable[[], bool], deadline: float) -> None:
+    """Wait until the thread has ended, at most until deadline, or until took_work() says it
+    took new work instead of ending."""
+    while thread.is_alive() and time.monotonic() < deadline:
+        thread.join(POLL_SECONDS)
+        if thread.is_alive() and took_work():
+            return
 
 
 def drain(work: queue.Queue[Any], deadline: float) -> bool:
@@ -245,7 +280,7 @@ def drain(work: queue.Queue[Any], deadline: float) -> bool:
         while work.unfinished_tasks:
             if time.monotonic() >= deadline:
                 return False
-            time.sleep(DRAIN_POLL_SECONDS)
+            time.sleep(POLL_SECONDS)
         return True
     with work.all_tasks_done:
         while work.unfinished_tasks:

@@ -66,6 +66,7 @@ class Forwarder:
         self._asleep = False
         self._busy = False
         self._hurry = False
+        self._end_when_idle = False
         self._rate_limit: Optional[RateLimit] = None
         self._sinks: set[delivery.Sink] = set()
 
@@ -118,7 +119,28 @@ class Forwarder:
         done = True
         for sink in list(self._sinks):
             done = sink.wait_until_sent(deadline) and done
+        if done:
+            self._end_idle_threads(deadline)
         return done
+
+    def _end_idle_threads(self, deadline: float) -> None:
+        """End the worker, Segment's consumers and the rate limit's timer, unless new events
+        keep them busy.
+
+        A server that forks from C (uWSGI's master) right after the application's import
+        flushed hangs the child for good if one of these threads holds the GIL at that moment;
+        a thread that has ended holds nothing. The next event starts them again.
+        """
+        worker, wake = self._worker, self._wake
+        if worker is not None and wake is not None and worker is not threading.current_thread():
+            self._end_when_idle = True
+            wake.set()
+            delivery.join_unless(worker, lambda: bool(self._pending) or self._busy, deadline)
+        for sink in list(self._sinks):
+            sink.end_idle_consumer(deadline)
+        rate_limit = self._rate_limit
+        if rate_limit is not None:
+            rate_limit.end_timer(deadline)
 
     def settled(self) -> bool:
         """Whether every queued event was handed to Segment, which answered for each."""
@@ -164,9 +186,13 @@ class Forwarder:
             assert wake is not None
             while True:
                 if not pending:
+                    if self._end_when_idle and self._retire():
+                        return
                     woken = self._sleep(wake)
-                    if not woken and not pending:
-                        if self._retire():
+                    if not pending:
+                        # Timed out, or woken by a flush with nothing left to do: a worker
+                        # that runs now for nothing could hold the GIL when a server forks.
+                        if not woken and self._retire():
                             return
                         continue
                     if not self._hurry:
@@ -197,6 +223,7 @@ class Forwarder:
         """End this worker unless an event arrived meanwhile, which no other worker will see."""
         with self._lock:
             self._worker = None
+            self._end_when_idle = False
         if not self._pending:
             return True
         with self._lock:

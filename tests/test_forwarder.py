@@ -225,8 +225,17 @@ def test_any_value_a_before_forward_returns_never_breaks_sentry_or_reaches_segme
         st.just(lambda message: message),
     )
 
+    forwardable = st.builds(
+        lambda user: {
+            "event_id": uuid.uuid4().hex,
+            "user": {"id": user},
+            "exception": {"values": [{"type": "ValueError"}]},
+        },
+        st.text(min_size=1).filter(str.strip),
+    )
+
     @settings(max_examples=300, deadline=None, suppress_health_check=list(HealthCheck))
-    @given(events, replacements)
+    @given(events | forwardable, replacements)
     def check(event: dict[Any, Any], replace: Any) -> None:
         original = copy.deepcopy(event)
         returned.append(replace)
