@@ -676,8 +676,8 @@ def test_the_integrations_threads_end_when_idle_and_at_flush(
 ) -> None:
     from sentry_segment import delivery, forwarder
 
-    monkeypatch.setattr(forwarder, "IDLE_SECONDS", 0.2)
-    monkeypatch.setattr(delivery, "IDLE_SECONDS", 0.2)
+    monkeypatch.setattr(forwarder, "IDLE_SECONDS", 1.0)
+    monkeypatch.setattr(delivery, "IDLE_SECONDS", 1.0)
 
     def ours() -> list[str]:
         return sorted(t.name for t in threading.enumerate() if t.name.startswith("sentry-segment"))
