@@ -108,8 +108,9 @@ ACCEPTED: dict[str, str] = {
 PIP_TIMEOUT = 900.0
 PASS_TIMEOUT = 1200.0
 TEST_TIMEOUT = 120
-# Variables that would change what either pass runs or how the integration is configured.
-_DROPPED_ENV = re.compile(r"^(PYTEST_ADDOPTS|PYTEST_PLUGINS|SENTRY_SEGMENT_.*|PYTHONPATH)$")
+# Variables that would change what either pass runs, what sentry-sdk does (SENTRY_DSN, ...) or
+# how the integration is configured (SENTRY_SEGMENT_*): neither pass sees them.
+_DROPPED_ENV = re.compile(r"^(PYTEST_ADDOPTS|PYTEST_PLUGINS|PYTHONPATH|SENTRY_.*)$")
 
 
 def log(message: str) -> None:
@@ -199,6 +200,15 @@ def install_plan(version: str) -> tuple[list[str], bool]:
     return [*wanted, *(str(r) for r in ours if r.name != "sentry-sdk")], True
 
 
+_VERSIONS = (
+    "import importlib.metadata as m; print(m.version('sentry-sdk'), m.version('sentry-segment'))"
+)
+
+
+def _own_version() -> str:
+    return importlib.metadata.version(PROJECT)
+
+
 def harness_venv(version: str, python: str, cache: Path) -> Path:
     """The cached venv for this sentry-sdk version; rebuilt only when its stamp changes."""
     python_version = subprocess.run(
@@ -232,6 +242,15 @@ def harness_venv(version: str, python: str, cache: Path) -> Path:
     run([*pip, *packages], timeout=PIP_TIMEOUT)
     if no_deps:
         run([*pip, "--no-deps", "-e", str(WORKTREE)], timeout=PIP_TIMEOUT)
+    installed = subprocess.run(
+        [str(venv / "bin" / "python"), "-c", _VERSIONS],
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    ).stdout.split()
+    if installed != [version, _own_version()]:
+        raise SystemExit(f"parity: {venv} has sentry-sdk, {PROJECT} {installed}, not {version}")
     stamp.write_text(stamp_text)
     return venv
 
@@ -307,14 +326,20 @@ class Pass:
             start_new_session=True,  # its own process group: on timeout, end it and its children
         )
 
+    def kill(self) -> None:
+        """End this pass's process group (pytest, its collector, forked tests) if still running."""
+        if self.process is not None and self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait(timeout=30)
+
     def wait(self, deadline: float) -> None:
         assert self.process is not None
         try:
             self.returncode = self.process.wait(timeout=max(0.0, deadline - time.monotonic()))
         except subprocess.TimeoutExpired:
             self.timed_out = True
-            os.killpg(self.process.pid, signal.SIGKILL)
-            self.returncode = self.process.wait(timeout=30)
+            self.kill()
+            self.returncode = self.process.returncode
         self.seconds = time.monotonic() - self.seconds
         if self._log is not None:
             self._log.close()
@@ -471,8 +496,12 @@ def main(argv: Optional[list[str]] = None) -> int:
     version = args.sentry_sdk or importlib.metadata.version("sentry-sdk")
     cache: Path = args.cache.resolve()
     log(f"sentry-sdk {version}, cache {cache}")
-    sdist = fetch_sdist(version, cache)
-    venv = harness_venv(version, args.python, cache)
+    try:
+        sdist = fetch_sdist(version, cache)
+        venv = harness_venv(version, args.python, cache)
+    except (subprocess.CalledProcessError, subprocess.TimeoutExpired) as error:
+        log(f"setup failed: {error}")
+        return 2
     ready = time.monotonic()
 
     results = cache / "results" / version
@@ -481,20 +510,23 @@ def main(argv: Optional[list[str]] = None) -> int:
     shipped = Pass("shipped", inject=False, results=results)
     injected = Pass("injected", inject=True, results=results)
     deadline = time.monotonic() + PASS_TIMEOUT
-    if args.serial:
-        for each in (shipped, injected):
-            each.start(venv, sdist, args.paths)
-            each.wait(deadline)
-    else:
-        for each in (shipped, injected):
-            each.start(venv, sdist, args.paths)
-        for each in (shipped, injected):
-            each.wait(deadline)
+    try:
+        if args.serial:
+            for each in (shipped, injected):
+                each.start(venv, sdist, args.paths)
+                each.wait(deadline)
+        else:
+            for each in (shipped, injected):
+                each.start(venv, sdist, args.paths)
+            for each in (shipped, injected):
+                each.wait(deadline)
+    finally:  # interrupted: the passes run in sessions of their own, so end them here
+        shipped.kill()
+        injected.kill()
 
     with open(results / "report.txt", "w") as saved:
         status = report(shipped, injected, saved)
-    text = (results / "report.txt").read_text()
-    print(text, end="")
+    print((results / "report.txt").read_text(), end="")
     log(
         f"setup {ready - started:.0f} s, passes {time.monotonic() - ready:.0f} s, "
         f"total {time.monotonic() - started:.0f} s; results in {results}"
