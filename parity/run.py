@@ -5,14 +5,16 @@
 1. Downloads the sdist of sentry-sdk X (default: the version installed with this interpreter,
    the project's dev venv) with ``pip download --no-deps --no-binary :all:`` and extracts it
    under .parity/sdist/ (gitignored, kept: the next run skips this).
-2. Builds .parity/venv/<X>-py<M.N>/ (gitignored, reused while its stamp matches): sentry-sdk X,
-   what its tests need (TEST_REQUIREMENTS), and this project with ``pip install -e``, so its
-   own pytest plugin (entry point pytest11) is loaded in both passes as in a user's suite.
-   Where X is outside the project's sentry-sdk pin (3.x betas), the project goes in with
-   ``--no-deps`` and its other requirements are installed by name.
-3. Runs PATHS of the sdist twice, concurrently (one process each, 2 cores): as shipped, and
-   with ``-p parity_inject`` (parity_inject.py), which gives every client a real
-   SegmentIntegration posting to a loopback collector.
+2. Builds .parity/venv/sentry-sdk-<X>-py<M.N>/ (gitignored, reused while its stamp matches):
+   sentry-sdk X, what its tests need (TEST_REQUIREMENTS), and this project with
+   ``pip install -e``, so its own pytest plugin (entry point pytest11) is loaded in both
+   passes as in a user's suite. Where X is outside the project's sentry-sdk pin (3.x betas),
+   the project goes in with ``--no-deps`` and its other requirements are installed by name.
+   Then byte-compiles the sdist in place (see precompile()).
+3. Runs PATHS of the sdist twice, concurrently (one process each, 2 cores), from the sdist's
+   root, with the sdist's addopts less coverage, without PYTEST_ADDOPTS, PYTHONPATH or any
+   SENTRY_* variable: as shipped, and with ``-p parity_inject`` (parity_inject.py), which
+   gives every client a real SegmentIntegration posting to a loopback collector.
 4. Compares the outcome of every test id (JUnit XML of each pass) and prints every test whose
    outcome differs, with the first lines of its failure. Exits 1 if any differs but the
    ACCEPTED ones, if the injection did not reach every client or the canary did not arrive;
@@ -227,6 +229,7 @@ def harness_venv(version: str, python: str, cache: Path) -> Path:
             "packages": packages,
             "no_deps": no_deps,
             "pyproject": hashlib.sha256(pyproject).hexdigest(),
+            PROJECT: _own_version(),
         },
         indent=2,
     )
@@ -250,7 +253,10 @@ def harness_venv(version: str, python: str, cache: Path) -> Path:
         timeout=60,
     ).stdout.split()
     if installed != [version, _own_version()]:
-        raise SystemExit(f"parity: {venv} has sentry-sdk, {PROJECT} {installed}, not {version}")
+        raise SystemExit(
+            f"parity: {venv} has sentry-sdk and {PROJECT} {installed}, "
+            f"not {[version, _own_version()]}"
+        )
     stamp.write_text(stamp_text)
     return venv
 
