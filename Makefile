@@ -4,9 +4,9 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-dev
 
-SOURCES := $(wildcard sentry_segment tests examples benchmarks)
+SOURCES := $(wildcard sentry_segment tests examples benchmarks parity)
 
-.PHONY: demo test lint format fuzz bench clean
+.PHONY: demo test lint format fuzz bench parity clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -31,14 +31,22 @@ fuzz: $(STAMP)
 bench: $(STAMP)
 	cd benchmarks && ../$(BIN)/python run.py $(BENCH_ARGS)
 
+# sentry-python's own tests, from the sdist of the installed sentry-sdk (SENTRY_SDK=X for
+# another), as shipped and with SegmentIntegration injected into every client; prints every
+# test whose outcome differs. Caches the sdist and its venv in .parity/ (see parity/run.py).
+SENTRY_SDK ?=
+parity: $(STAMP)
+	$(BIN)/python parity/run.py --python $(PYTHON) $(if $(SENTRY_SDK),--sentry-sdk $(SENTRY_SDK)) $(PARITY_ARGS)
+
 lint: $(STAMP)
 	$(BIN)/ruff check $(SOURCES)
 	$(BIN)/ruff format --check $(SOURCES)
 	$(BIN)/mypy
+	$(BIN)/mypy parity
 
 format: $(STAMP)
 	$(BIN)/ruff format $(SOURCES)
 	$(BIN)/ruff check --fix $(SOURCES)
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis .parity
