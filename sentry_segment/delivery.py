@@ -68,11 +68,15 @@ class Consumer(segment_consumer.Consumer):  # type: ignore[misc]
         self._sink = sink
         # Set when a request to end found messages to post, so the flush waits no longer.
         self.declined_to_end = False
+        self.finished = False
         self._held: Optional[tuple[dict[str, Any], int]] = None
 
     def run(self) -> None:
-        with quiet_scopes(self._sink.quiet):
-            super().run()
+        try:
+            with quiet_scopes(self._sink.quiet):
+                super().run()
+        finally:
+            self.finished = True
 
     def next(self) -> list[dict[str, Any]]:
         """Everything queued now, or the first message to arrive within IDLE_SECONDS."""
@@ -159,7 +163,9 @@ class Sink:
                 queued += 1
             if queued:
                 owner.add("forwarded", queued)
-                if self._consumer is None:
+                consumer = self._consumer
+                # A consumer that died (it never should) would leave the queue to fill for good.
+                if consumer is None or consumer.finished:
                     start = self._consumer = Consumer(self, self.queue)
         if queued < len(messages):
             owner.add("dropped_queue_full", len(messages) - queued)
