@@ -13,6 +13,7 @@ import sentry_sdk
 from hypothesis import assume, given
 from hypothesis import strategies as st
 from segment.analytics import Client
+from sentry_sdk.scope import Scope
 
 from sentry_segment import delivery
 from sentry_segment.config import resolve
@@ -82,7 +83,7 @@ def sentry_debug() -> Iterator[None]:
     sentry_sdk.init(debug=True)
     yield
     sentry_sdk.get_client().close()
-    sentry_sdk.get_global_scope().set_client(None)
+    Scope.get_global_scope().set_client(None)
 
 
 @pytest.mark.usefixtures("sentry_debug")

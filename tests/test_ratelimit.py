@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 import sentry_sdk
 from limits import parse_many
+from sentry_sdk.scope import Scope
 
 from sentry_segment.ratelimit import STORAGE_RETRY_SECONDS, RateLimit
 from sentry_segment.stats import Stats
@@ -99,7 +100,7 @@ def test_an_unreachable_storage_falls_back_to_this_process_and_comes_back(
             assert stats.snapshot()["rate_limit_fallback"] == 4
     finally:
         sentry_sdk.get_client().close()
-        sentry_sdk.get_global_scope().set_client(None)
+        Scope.get_global_scope().set_client(None)
     lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("sentry-segment")]
     assert len([line for line in lines if "unreachable" in line]) == 1
     assert len([line for line in lines if "is back" in line]) == 1
