@@ -10,13 +10,11 @@ from collections.abc import Mapping, MutableMapping
 from contextvars import ContextVar
 from typing import Any, Callable, Optional
 
-import wrapt
 from sentry_sdk.client import _Client
 from sentry_sdk.integrations import Integration
-from sentry_sdk.integrations.logging import ignore_logger
 from sentry_sdk.utils import capture_internal_exception, capture_internal_exceptions
 
-from . import config, payload
+from . import _compat, config, payload
 from .delivery import SEGMENT_LOGGER
 from .forwarder import Forwarder
 
@@ -76,12 +74,12 @@ class SegmentIntegration(Integration):
     @staticmethod
     def setup_once() -> None:
         # Segment's client logs failed uploads at ERROR: as Sentry events they would loop back.
-        ignore_logger(SEGMENT_LOGGER)
+        _compat.ignore_logger(SEGMENT_LOGGER)
         # capture_event runs on every capture: a plain function costs it ~20 ns where wrapt's
         # per-call bound wrapper costs ~700 ns (see the README's benchmarks). flush is rare.
         capture_event = _forward_sent_events(_Client.capture_event)
         _Client.capture_event = capture_event  # type: ignore[method-assign]
-        wrapt.wrap_function_wrapper(_Client, "flush", _flush)
+        _compat.wrap_flush(_Client, _flush)
 
 
 # The capture under way on this thread: before_send stores what Sentry is about to send in
