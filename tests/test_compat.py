@@ -17,6 +17,8 @@ from sentry_segment.testing import SegmentCollector, SentryRecorder
 from .conftest import WRITE_KEY, InitSentry, raise_and_capture
 from .support import ROOT
 
+COMPAT_WRITE_KEY = "wk_CompatTest_0123456789abcdef"
+
 
 def test_segments_error_logs_never_come_back_as_sentry_events(
     init_sentry: InitSentry, segment: SegmentCollector, sentry: SentryRecorder
@@ -24,7 +26,11 @@ def test_segments_error_logs_never_come_back_as_sentry_events(
     # Log records at ERROR are events here on every release (sentry-sdk 3 needs event_level
     # for that); Segment's client logs a refused batch at ERROR on its consumer thread.
     errors_as_events = LoggingIntegration(event_level=logging.ERROR)
-    integration = init_sentry(max_retries=0, integrations=[errors_as_events])
+    # A write key of its own: Segment clients are shared per key and host, and keep the
+    # max_retries of the first integration that made one.
+    integration = init_sentry(
+        write_key=COMPAT_WRITE_KEY, max_retries=0, integrations=[errors_as_events]
+    )
     segment.respond_next(1, 400)
     raise_and_capture(ValueError("refused by Segment"), user={"id": 1})
     assert integration.flush(timeout=10)
