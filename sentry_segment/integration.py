@@ -121,6 +121,7 @@ def _forward_sent_events(capture_event: Callable[..., Any]) -> Callable[..., Any
     def sentry_segment_capture_event(
         self: _Client, event: Any, hint: Any = None, scope: Any = None
     ) -> Any:
+        __tracebackhide__ = True  # keeps this frame out of stacktraces attach_stacktrace adds
         integration = self.get_integration(SegmentIntegration)
         if integration is None:
             return capture_event(self, event, hint, scope)
