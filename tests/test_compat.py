@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import textwrap
+from typing import Any
 
 import pytest
 import sentry_sdk
@@ -96,3 +97,25 @@ def test_the_async_transport_flushes_forwarded_events_too(
     if finished.stdout.split()[:1] != ["AsyncHttpTransport"]:
         pytest.skip(f"this sentry-sdk has no async transport: {finished.stdout.strip()}")
     assert sorted(m["userId"] for m in segment.messages()) == [str(n) for n in range(5)]
+
+
+def attached_frames(event: dict[str, Any]) -> list[dict[str, Any]]:
+    """The frames of the stacktrace attach_stacktrace added to an event without an exception."""
+    if "threads" in event:
+        [thread] = event["threads"]["values"]
+        return list(thread["stacktrace"]["frames"])
+    return list(event["stacktrace"]["frames"])
+
+
+def test_no_frame_of_ours_in_the_stacktraces_sentry_attaches(
+    init_sentry: InitSentry, sentry: SentryRecorder
+) -> None:
+    # attach_stacktrace is on by default from sentry-sdk 3: every message event would show the
+    # capture_event hook, which only frames of sentry_sdk itself or with __tracebackhide__ avoid.
+    init_sentry(attach_stacktrace=True)
+    sentry_sdk.capture_message("with a stacktrace")
+    sentry_sdk.flush(timeout=5)
+    [event] = sentry.wait_for_events(1)
+    frames = attached_frames(event)
+    assert frames[-1]["function"] == "test_no_frame_of_ours_in_the_stacktraces_sentry_attaches"
+    assert [f for f in frames if str(f.get("module")).startswith("sentry_segment")] == []
