@@ -63,6 +63,8 @@ ASYNC_SCRIPT = textwrap.dedent(
         )
         client = sentry_sdk.get_client()
         print(type(client.transport).__name__, flush=True)
+        if type(client.transport).__name__ != "AsyncHttpTransport":
+            return
         for number in range(5):
             capture_error(number)
         if sys.argv[1] == "close_async":
