@@ -85,10 +85,17 @@ def test_any_event_through_the_hook(segment: SegmentCollector) -> None:
             assert message["userId"]
 
 
+TRACE_WRITE_KEY = "wk_TraceTest_0123456789abcdef"
+
+
 def test_segment_posts_do_not_join_the_trace_of_the_capture_that_started_the_worker(
     init_sentry: InitSentry, segment: SegmentCollector
 ) -> None:
-    integration = init_sentry(traces_sample_rate=1.0)
+    # A write key of its own, so that its Segment client (shared per key and host) and consumer
+    # thread are made by this worker: before sentry-sdk 2.26.1 a thread shares its parent's
+    # scopes instead of forking them, and a client another test made from the test's thread
+    # would see this test's transaction.
+    integration = init_sentry(traces_sample_rate=1.0, write_key=TRACE_WRITE_KEY)
     with start_transaction("checkout") as transaction:
         raise_and_capture(user={"id": 1})
         assert integration.flush(timeout=10)
