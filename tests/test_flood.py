@@ -8,6 +8,8 @@ import subprocess
 import sys
 import textwrap
 
+import pytest
+
 from .conftest import WRITE_KEY
 from .support import ROOT, free_port
 
@@ -55,6 +57,9 @@ FLOOD_SCRIPT = textwrap.dedent(
 )
 
 
+# 103,000 captures: the suite's 120 s timeout failed it whenever other work shared the 2 cores
+# (tests-3.9, 3.10 and 3.11 of one make matrix run, and two lowest runs, here).
+@pytest.mark.timeout(400)
 def test_a_flood_with_segment_unreachable_stays_bounded_and_counted() -> None:
     environ = {
         **os.environ,
