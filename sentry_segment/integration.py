@@ -14,10 +14,9 @@ from typing import Any, Callable, Optional, Union
 import wrapt
 from sentry_sdk.client import _Client
 from sentry_sdk.integrations import Integration
-from sentry_sdk.integrations import logging as sentry_logging
 from sentry_sdk.utils import capture_internal_exception, capture_internal_exceptions
 
-from . import config, payload
+from . import _compat, config, payload
 from .delivery import SEGMENT_LOGGER
 from .forwarder import Forwarder
 
@@ -95,11 +94,7 @@ class SegmentIntegration(Integration):
     @staticmethod
     def setup_once() -> None:
         # Segment's client logs failed uploads at ERROR: as Sentry events they would loop back.
-        # sentry-sdk 3 splits hiding a logger from Sentry Logs and from events and breadcrumbs.
-        sentry_logging.ignore_logger(SEGMENT_LOGGER)
-        ignore_for_events = getattr(sentry_logging, "ignore_logger_for_events", None)
-        if ignore_for_events is not None:
-            ignore_for_events(SEGMENT_LOGGER)
+        _compat.ignore_logger(SEGMENT_LOGGER)
         # These two run on every capture: plain functions cost them ~20 ns where wrapt's
         # per-call bound wrapper costs ~700 ns (see the benchmarks). Flushing is rare.
         _Client.capture_event = _forward_sent_events(_Client.capture_event)  # type: ignore[method-assign]

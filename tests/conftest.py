@@ -13,6 +13,7 @@ import pytest
 import sentry_sdk
 from hypothesis import settings
 from jsonschema import Draft7Validator
+from sentry_sdk.scope import Scope
 
 from sentry_segment import SegmentIntegration, payload
 from sentry_segment.config import ENV_PREFIX, OPTION_NAMES
@@ -118,7 +119,8 @@ InitSentry = Callable[..., SegmentIntegration]
 def init_sentry(segment: SegmentCollector, sentry: SentryRecorder) -> Iterator[InitSentry]:
     """sentry_sdk.init with a SegmentIntegration aimed at the loopback collector.
 
-    Keyword arguments go to SegmentIntegration when they are its options, else to init.
+    Keyword arguments go to SegmentIntegration when they are its options, else to init;
+    integrations=[...] are added beside the SegmentIntegration.
     """
 
     def init(
@@ -133,14 +135,16 @@ def init_sentry(segment: SegmentCollector, sentry: SentryRecorder) -> Iterator[I
         if integration is None:
             integration = SegmentIntegration(**integration_options)
         kwargs.setdefault("dsn", sentry.dsn(project))
-        sentry_sdk.init(integrations=[integration], **kwargs)
+        others = list(kwargs.pop("integrations", []))
+        sentry_sdk.init(integrations=[integration, *others], **kwargs)
         return integration
 
     yield init
     sentry_sdk.get_client().close(timeout=2)
-    sentry_sdk.get_isolation_scope().clear()
-    sentry_sdk.get_current_scope().clear()
-    sentry_sdk.get_global_scope().clear()
+    # sentry_sdk.get_isolation_scope() and friends are there from 2.12; Scope's from 2.0.
+    Scope.get_isolation_scope().clear()
+    Scope.get_current_scope().clear()
+    Scope.get_global_scope().clear()
 
 
 def raise_and_capture(

@@ -15,6 +15,7 @@ from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional
 
+import sentry_sdk
 from hypothesis import strategies as st
 
 if TYPE_CHECKING:
@@ -106,6 +107,22 @@ def same(left: Any, right: Any) -> bool:
 
 
 ROOT = str(Path(__file__).resolve().parent.parent)
+
+
+def start_transaction(name: str) -> Any:
+    """A root span to capture inside: start_transaction on sentry-sdk 2.x, start_span on 3.x,
+    which removed start_transaction."""
+    start = getattr(sentry_sdk, "start_transaction", None) or sentry_sdk.start_span
+    return start(name=name)
+
+
+def user_info_options() -> dict[str, Any]:
+    """The init options that keep user.ip_address in the event: data_collection from 2.65,
+    send_default_pii before it (an unknown option is a TypeError there)."""
+    if "data_collection" in sentry_sdk.consts.DEFAULT_OPTIONS:
+        return {"data_collection": {"user_info": True}}
+    return {"send_default_pii": True}
+
 
 # Arbitrary JSON-ish values, and the awkward ones an event can carry: lone surrogates, huge
 # strings, NaN and infinity, bytes, non-string keys.

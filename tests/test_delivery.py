@@ -13,6 +13,7 @@ import sentry_sdk
 from hypothesis import assume, given
 from hypothesis import strategies as st
 from segment.analytics import Client
+from sentry_sdk.scope import Scope
 
 from sentry_segment import delivery
 from sentry_segment.config import resolve
@@ -86,7 +87,7 @@ def sentry_debug() -> Iterator[None]:
     sentry_sdk.init(debug=True)
     yield
     sentry_sdk.get_client().close()
-    sentry_sdk.get_global_scope().set_client(None)
+    Scope.get_global_scope().set_client(None)
 
 
 @pytest.mark.usefixtures("sentry_debug")
@@ -112,7 +113,9 @@ def test_refused_batches_count_as_failed_and_log_once_per_incident(
 def test_a_full_queue_drops_and_counts_without_a_warning_per_event(
     segment: SegmentCollector, caplog: pytest.LogCaptureFixture
 ) -> None:
-    tiny_queue = resolve(write_key=WRITE_KEY, max_queue_size=2, environ={})
+    # Nothing answers /full/v1/batch but a 500: without max_retries=0 this client kept retrying
+    # for minutes and gave up (logging "failing") inside later tests.
+    tiny_queue = resolve(write_key=WRITE_KEY, max_queue_size=2, max_retries=0, environ={})
     sink = delivery.sink_for(WRITE_KEY, segment.host + "/full", tiny_queue)
     stats = Stats()
     with caplog.at_level(logging.WARNING):
@@ -123,6 +126,7 @@ def test_a_full_queue_drops_and_counts_without_a_warning_per_event(
     assert counts["dropped_queue_full"] >= 40
     assert counts["forwarded"] + counts["dropped_queue_full"] == 50
     assert not [r for r in caplog.records if "queue is full" in r.getMessage()]
+    assert sink.wait_until_sent(time.monotonic() + 10)
 
 
 def test_segments_debug_logs_never_show_the_write_key(

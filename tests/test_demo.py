@@ -5,7 +5,7 @@ from __future__ import annotations
 import io
 import json
 
-import sentry_sdk
+from sentry_sdk.scope import Scope
 
 from sentry_segment import demo
 
@@ -15,7 +15,7 @@ def test_demo_says_in_one_line_per_request_what_became_of_its_event() -> None:
     try:
         stats = demo.run(out)
     finally:
-        sentry_sdk.get_global_scope().set_client(None)
+        Scope.get_global_scope().set_client(None)
     text = out.getvalue()
     assert stats["forwarded"] == stats["delivered"] == 2
     assert stats["skipped_no_user"] == 1

@@ -13,13 +13,14 @@ import pytest
 import sentry_sdk
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from sentry_sdk.scope import Scope
 
 from sentry_segment import SegmentIntegration, payload
 from sentry_segment.payload import MAX_MESSAGE_BYTES, message_problem
 from sentry_segment.testing import SegmentCollector, SentryRecorder
 
 from .conftest import WRITE_KEY, InitSentry, raise_and_capture
-from .support import same, untrusted_values
+from .support import same, start_transaction, untrusted_values
 
 values = untrusted_values
 users = st.fixed_dictionaries(
@@ -69,7 +70,7 @@ def test_any_event_through_the_hook(segment: SegmentCollector) -> None:
         assert integration.flush(timeout=20)
     finally:
         sentry_sdk.get_client().close(timeout=2)
-        sentry_sdk.get_global_scope().set_client(None)
+        Scope.get_global_scope().set_client(None)
     stats = integration.stats()
     assert stats["forwarded"] > 50
     assert stats["failed"] == 0
@@ -82,11 +83,18 @@ def test_any_event_through_the_hook(segment: SegmentCollector) -> None:
             assert message["userId"]
 
 
+TRACE_WRITE_KEY = "wk_TraceTest_0123456789abcdef"
+
+
 def test_segment_posts_do_not_join_the_trace_of_the_capture_that_started_the_worker(
     init_sentry: InitSentry, segment: SegmentCollector
 ) -> None:
-    integration = init_sentry(traces_sample_rate=1.0)
-    with sentry_sdk.start_transaction(name="checkout") as transaction:
+    # A write key of its own, so that its Segment client (shared per key and host) and consumer
+    # thread are made by this worker: before sentry-sdk 2.26.1 a thread shares its parent's
+    # scopes instead of forking them, and a client another test made from the test's thread
+    # would see this test's transaction.
+    integration = init_sentry(traces_sample_rate=1.0, write_key=TRACE_WRITE_KEY)
+    with start_transaction("checkout") as transaction:
         raise_and_capture(user={"id": 1})
         assert integration.flush(timeout=10)
         trace_id = transaction.trace_id

@@ -16,11 +16,13 @@ from typing import Any
 import pytest
 import sentry_sdk
 from flask import Flask
+from sentry_sdk.integrations.logging import LoggingIntegration
 
 from sentry_segment import SegmentIntegration, payload
 from sentry_segment.testing import SegmentCollector, SentryRecorder
 
 from .conftest import WRITE_KEY, InitSentry, raise_and_capture
+from .support import start_transaction, user_info_options
 
 OTHER_WRITE_KEY = "wk_OtherProjectKey_abcdef0123"
 
@@ -33,9 +35,7 @@ def forwarded_messages(segment: SegmentCollector) -> list[dict[str, Any]]:
 def test_forwards_an_error_with_a_user_as_one_track_call(
     init_sentry: InitSentry, segment: SegmentCollector, sentry: SentryRecorder
 ) -> None:
-    integration = init_sentry(
-        environment="staging", release="a2def1", data_collection={"user_info": True}
-    )
+    integration = init_sentry(environment="staging", release="a2def1", **user_info_options())
 
     event_id = raise_and_capture(
         ValueError("boom"), user={"id": 42, "email": "a@example.com", "ip_address": "192.0.2.7"}
@@ -180,11 +180,13 @@ def test_only_events_with_a_user_id_are_forwarded(
 def test_events_without_an_exception_are_not_forwarded(
     init_sentry: InitSentry, segment: SegmentCollector, sentry: SentryRecorder
 ) -> None:
-    integration = init_sentry(traces_sample_rate=1.0)
+    # sentry-sdk 3 sends no event for a log record unless event_level is set.
+    errors_as_events = LoggingIntegration(event_level=logging.ERROR)
+    integration = init_sentry(traces_sample_rate=1.0, integrations=[errors_as_events])
     sentry_sdk.set_user({"id": 1})
     sentry_sdk.capture_message("a message")
     logging.getLogger("tests.app").error("logged without exc_info")
-    with sentry_sdk.start_transaction(name="a transaction"):
+    with start_transaction("a transaction"):
         pass
 
     assert forwarded_messages(segment) == []
@@ -196,7 +198,7 @@ def test_events_without_an_exception_are_not_forwarded(
 def test_a_logged_exception_is_forwarded(
     init_sentry: InitSentry, segment: SegmentCollector
 ) -> None:
-    init_sentry()
+    init_sentry(integrations=[LoggingIntegration(event_level=logging.ERROR)])
     sentry_sdk.set_user({"id": 5})
     try:
         {}["missing"]
@@ -299,9 +301,15 @@ def test_two_clients_in_one_process_forward_each_event_once_to_their_own_key(
     other = sentry_sdk.Client(dsn=sentry.dsn(2), integrations=[other_integration])
 
     from_default = raise_and_capture(user={"id": 1})
+    # Captured on the scope that holds the client: before sentry-sdk 2.20 a nested new_scope()
+    # (as raise_and_capture opens) did not copy the client and captured with the default one.
     with sentry_sdk.new_scope() as scope:
         scope.set_client(other)
-        from_other = raise_and_capture(user={"id": 2})
+        scope.set_user({"id": 2})
+        try:
+            raise ValueError("boom")
+        except ValueError:
+            from_other = sentry_sdk.capture_exception()
     other.flush(timeout=5)
 
     by_key = {
@@ -648,7 +656,7 @@ def test_segments_posts_are_invisible_to_sentrys_http_instrumentation(
     # sentry-sdk's stdlib integration adds trace headers, spans and breadcrumbs to every
     # request it sees; its own transport is exempt, and so must Segment's client be.
     init_sentry(traces_sample_rate=1.0, release="r-visible")
-    with sentry_sdk.start_transaction(name="checkout"):
+    with start_transaction("checkout"):
         raise_and_capture(user={"id": 1})
         sentry_sdk.flush(timeout=5)
         sentry_sdk.set_user({"id": 2})

@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 import sentry_sdk
 from limits import parse_many
+from sentry_sdk.scope import Scope
 
 from sentry_segment.ratelimit import STORAGE_RETRY_SECONDS, RateLimit
 from sentry_segment.stats import Stats
@@ -99,7 +100,7 @@ def test_an_unreachable_storage_falls_back_to_this_process_and_comes_back(
             assert stats.snapshot()["rate_limit_fallback"] == 4
     finally:
         sentry_sdk.get_client().close()
-        sentry_sdk.get_global_scope().set_client(None)
+        Scope.get_global_scope().set_client(None)
     lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("sentry-segment")]
     assert len([line for line in lines if "unreachable" in line]) == 1
     assert len([line for line in lines if "is back" in line]) == 1
@@ -107,12 +108,13 @@ def test_an_unreachable_storage_falls_back_to_this_process_and_comes_back(
 
 FLEET_SCRIPT = textwrap.dedent(
     """
-    import json, os, time, sentry_sdk
+    import json, os, sys, time, sentry_sdk
     from sentry_segment import SegmentIntegration
 
     integration = SegmentIntegration(rate_limit="50/second")
     sentry_sdk.init(dsn=os.environ["TEST_DSN"], integrations=[integration])
-    start_at = float(os.environ["TEST_START_AT"])
+    print("ready", flush=True)
+    start_at = float(sys.stdin.readline())
     time.sleep(max(0.0, start_at - time.time()))
     number = 0
     while time.time() < start_at + 3.0:
@@ -138,12 +140,27 @@ def test_four_processes_share_one_limit_through_redis(
         "SENTRY_SEGMENT_HOST": segment.host,
         "SENTRY_SEGMENT_RATE_LIMIT_STORAGE": redis_server.uri,
         "TEST_DSN": f"http://public@127.0.0.1:{free_port()}/1",
-        "TEST_START_AT": str(time.time() + 4),
     }
     processes = [
-        subprocess.Popen([sys.executable, "-c", FLEET_SCRIPT], env=environ, stdout=subprocess.PIPE)
+        subprocess.Popen(
+            [sys.executable, "-c", FLEET_SCRIPT],
+            env=environ,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
         for _ in range(4)
     ]
+    # All four start together once all are ready: a start fixed in advance was missed when
+    # imports and init took seconds on a loaded machine (each then captured nothing).
+    for process in processes:
+        assert process.stdout is not None
+        assert process.stdout.readline() == "ready\n"
+    start_at = time.time() + 0.5
+    for process in processes:
+        assert process.stdin is not None
+        process.stdin.write(f"{start_at}\n")
+        process.stdin.flush()
     reports = [json.loads(process.communicate(timeout=60)[0]) for process in processes]
     forwarded = sum(report["forwarded"] for report in reports)
     assert sum(report["rate_limited"] for report in reports) > 150

@@ -7,6 +7,7 @@ import time
 from collections import Counter
 
 import sentry_sdk
+from sentry_sdk.scope import Scope
 
 from sentry_segment import SegmentIntegration
 from sentry_segment.testing import SegmentCollector, SentryRecorder
@@ -57,7 +58,7 @@ def test_no_event_is_lost_duplicated_or_misrouted_across_reinits(
             assert integration.flush(timeout=20)
     finally:
         sentry_sdk.get_client().close(timeout=2)
-        sentry_sdk.get_global_scope().set_client(None)
+        Scope.get_global_scope().set_client(None)
 
     assert len(integrations) == 13
     assert len(sent) >= 400
