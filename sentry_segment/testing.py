@@ -207,8 +207,9 @@ class SegmentCollector(_Loopback):
 
 
 class SentryRecorder(_Loopback):
-    """A Sentry envelope endpoint on 127.0.0.1 that records every event (errors and messages)
-    and every transaction it receives; ``on_event`` is called with each event as it arrives."""
+    """A Sentry envelope endpoint on 127.0.0.1 that records every event (errors and messages),
+    transaction and streamed span (sentry-sdk 3) it receives; ``on_event`` is called with each
+    event as it arrives."""
 
     def __init__(
         self, port: int = 0, on_event: Optional[Callable[[dict[str, Any]], Any]] = None
@@ -217,6 +218,7 @@ class SentryRecorder(_Loopback):
         self._on_event = on_event
         self._events: list[dict[str, Any]] = []
         self._transactions: list[dict[str, Any]] = []
+        self._spans: list[dict[str, Any]] = []
         self.server.expect_request(_ENVELOPE_PATH, method="POST").respond_with_handler(self._handle)
 
     def dsn(self, project: int = 1, public_key: str = "public") -> str:
@@ -231,6 +233,12 @@ class SentryRecorder(_Loopback):
         with self._lock:
             return list(self._transactions)
 
+    def spans(self) -> list[dict[str, Any]]:
+        """Every span received: those of transactions, and those streamed on their own."""
+        with self._lock:
+            inside = [span for t in self._transactions for span in t.get("spans") or []]
+            return [*inside, *self._spans]
+
     def wait_for_events(self, count: int, timeout: float = 10.0) -> list[dict[str, Any]]:
         self._wait(lambda: len(self._events) >= count, timeout)
         return self.events()
@@ -239,6 +247,7 @@ class SentryRecorder(_Loopback):
         with self._lock:
             self._events.clear()
             self._transactions.clear()
+            self._spans.clear()
 
     def _handle(self, request: Request) -> Response:
         from werkzeug import Response
@@ -247,6 +256,10 @@ class SentryRecorder(_Loopback):
         arrived = []
         with self._changed:
             for item in envelope.items:
+                if item.type == "span":  # sentry-sdk 3 streams spans: {"items": [...]}
+                    streamed = json.loads(item.payload.get_bytes())
+                    self._spans.extend(streamed.get("items") or [])
+                    continue
                 payload = item.payload.json
                 if isinstance(payload, dict) and item.type in ("event", "transaction"):
                     kept = self._events if item.type == "event" else self._transactions
