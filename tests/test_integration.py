@@ -753,3 +753,51 @@ def test_without_include_the_message_keeps_the_forwarders_schema(
         "environment", "eventId", "exceptionType", "release", "transaction", "level",
         "userAgent", "page",
     }  # fmt: skip
+
+
+def test_without_a_write_key_it_forwards_nothing_counts_it_and_says_so_once(
+    segment: SegmentCollector, sentry: SentryRecorder, caplog: pytest.LogCaptureFixture
+) -> None:
+    integration = SegmentIntegration(host=segment.host)  # no write key anywhere
+    sentry_sdk.init(dsn=sentry.dsn(), integrations=[integration], debug=True)
+    try:
+        with caplog.at_level(logging.DEBUG, logger="sentry_sdk.errors"):
+            for user in range(3):
+                raise_and_capture(user={"id": user})
+            sentry_sdk.flush(timeout=5)
+    finally:
+        sentry_sdk.get_client().close(timeout=2)
+        sentry_sdk.get_global_scope().set_client(None)
+    assert len(sentry.wait_for_events(3)) == 3
+    assert segment.batches() == []
+    assert integration.stats()["skipped_no_write_key"] == 3
+    lines = [r.getMessage() for r in caplog.records if "no write key" in r.getMessage()]
+    assert lines == [
+        "sentry-segment: no write key (SENTRY_SEGMENT_WRITE_KEY), so nothing is forwarded "
+        "(counted in skipped_no_write_key)"
+    ]
+
+
+def test_misspelt_variables_and_a_missing_dsn_are_each_logged_once(
+    segment: SegmentCollector, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SENTRY_SEGMENT_REGOIN", "eu")
+    integration = SegmentIntegration(write_key=WRITE_KEY, host=segment.host)
+    sentry_sdk.init(integrations=[integration], debug=True)  # no DSN: Sentry sends nothing
+    try:
+        with caplog.at_level(logging.DEBUG, logger="sentry_sdk.errors"):
+            for user in range(3):
+                raise_and_capture(user={"id": user})
+    finally:
+        sentry_sdk.get_client().close(timeout=2)
+        sentry_sdk.get_global_scope().set_client(None)
+    ours = [r.getMessage() for r in caplog.records if r.getMessage().startswith("sentry-segment")]
+    assert (
+        ours.count(
+            "sentry-segment: SENTRY_SEGMENT_REGOIN is not a sentry-segment setting; "
+            "did you mean SENTRY_SEGMENT_REGION?"
+        )
+        == 1
+    )
+    assert len([line for line in ours if "has no DSN" in line]) == 1
+    assert integration.stats()["skipped_not_sent"] == 3

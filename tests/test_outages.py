@@ -116,8 +116,28 @@ def test_given_up_batches_are_counted_and_logged_once_per_incident(
         for r in sentry_debug_logs.records
         if r.getMessage().startswith("sentry-segment")
     ]
-    assert len([m for m in ours if "failing" in m]) == 1
+    [failing] = [m for m in ours if "failing" in m]
+    assert f"could not reach {late_collector.host}" in failing
+    assert "SENTRY_SEGMENT_HOST" in failing
     assert len([m for m in ours if "recovered" in m]) == 1
+
+
+def test_a_refused_write_key_is_logged_with_the_host_the_status_and_what_to_check(
+    init_sentry: InitSentry, segment: SegmentCollector, sentry_debug_logs: pytest.LogCaptureFixture
+) -> None:
+    integration = init_sentry(max_retries=0, debug=True)
+    segment.respond_next(1, 401)
+    capture_errors(1)
+    assert integration.flush(timeout=10)
+    assert integration.stats()["failed"] == 1
+    [failing] = [
+        r.getMessage()
+        for r in sentry_debug_logs.records
+        if "sentry-segment: delivery" in r.getMessage()
+    ]
+    assert f"{segment.host} answered HTTP 401" in failing
+    assert "SENTRY_SEGMENT_WRITE_KEY" in failing
+    assert "SENTRY_SEGMENT_REGION" in failing
 
 
 def test_a_failing_error_callback_never_kills_segments_consumer(
