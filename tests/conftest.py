@@ -20,7 +20,8 @@ from sentry_segment.config import ENV_PREFIX, OPTION_NAMES
 from sentry_segment.schema import message_schema
 from sentry_segment.testing import SegmentCollector, SentryRecorder
 
-WRITE_KEY = "wk_TestWriteKey_0123456789abcdef"
+from .support import WRITE_KEY
+
 ROOT = Path(__file__).resolve().parent.parent
 
 # `make fuzz` runs the property tests with many more examples (FUZZ_EXAMPLES).

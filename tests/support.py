@@ -107,6 +107,21 @@ def same(left: Any, right: Any) -> bool:
 
 
 ROOT = str(Path(__file__).resolve().parent.parent)
+# The write key the suite's integrations use (the collector records, never checks, it).
+WRITE_KEY = "wk_TestWriteKey_0123456789abcdef"
+
+
+def script_environment(host: str, dsn: str, **settings: str) -> dict[str, str]:
+    """The environment of a test's subprocess: this checkout importable, SegmentIntegration()
+    aimed at host with the suite's write key, Sentry's DSN in TEST_DSN, then settings."""
+    return {
+        **os.environ,
+        "PYTHONPATH": ROOT,
+        "SENTRY_SEGMENT_WRITE_KEY": WRITE_KEY,
+        "SENTRY_SEGMENT_HOST": host,
+        "TEST_DSN": dsn,
+        **settings,
+    }
 
 
 def start_transaction(name: str) -> Any:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 import subprocess
 import sys
 import textwrap
@@ -14,8 +13,8 @@ from sentry_sdk.integrations.logging import LoggingIntegration
 
 from sentry_segment.testing import SegmentCollector, SentryRecorder
 
-from .conftest import WRITE_KEY, InitSentry, raise_and_capture
-from .support import ROOT
+from .conftest import InitSentry, raise_and_capture
+from .support import script_environment
 
 COMPAT_WRITE_KEY = "wk_CompatTest_0123456789abcdef"
 
@@ -79,14 +78,7 @@ def test_the_async_transport_flushes_forwarded_events_too(
     segment: SegmentCollector, sentry: SentryRecorder, ending: str
 ) -> None:
     # With the async transport, close() and flush_async() never call Client.flush().
-    environ = {
-        **os.environ,
-        "SENTRY_SEGMENT_WRITE_KEY": WRITE_KEY,
-        "SENTRY_SEGMENT_HOST": segment.host,
-        "SENTRY_SEGMENT_RATE_LIMIT": "off",
-        "TEST_DSN": sentry.dsn(),
-        "PYTHONPATH": ROOT,
-    }
+    environ = script_environment(segment.host, sentry.dsn(), SENTRY_SEGMENT_RATE_LIMIT="off")
     finished = subprocess.run(
         [sys.executable, "-c", ASYNC_SCRIPT, ending],
         env=environ,

@@ -18,7 +18,7 @@ import pytest
 from sentry_segment.testing import SegmentCollector, SentryRecorder
 
 from .conftest import WRITE_KEY
-from .support import ROOT, assert_each_delivered_once, sentry_received
+from .support import ROOT, assert_each_delivered_once, script_environment, sentry_received
 
 SCRIPT = textwrap.dedent(
     """
@@ -38,16 +38,13 @@ SCRIPT = textwrap.dedent(
 
 
 def run_script(host: str, dsn: str, errors: int, shutdown_timeout: float) -> float:
-    environ = {
-        **os.environ,
-        "SENTRY_SEGMENT_WRITE_KEY": WRITE_KEY,
-        "SENTRY_SEGMENT_HOST": host,
-        "SENTRY_SEGMENT_RATE_LIMIT": "off",
-        "TEST_DSN": dsn,
-        "TEST_ERRORS": str(errors),
-        "TEST_SHUTDOWN_TIMEOUT": str(shutdown_timeout),
-        "PYTHONPATH": ROOT,
-    }
+    environ = script_environment(
+        host,
+        dsn,
+        SENTRY_SEGMENT_RATE_LIMIT="off",
+        TEST_ERRORS=str(errors),
+        TEST_SHUTDOWN_TIMEOUT=str(shutdown_timeout),
+    )
     started = time.monotonic()
     subprocess.run([sys.executable, "-c", SCRIPT], env=environ, check=True, timeout=60)
     return time.monotonic() - started
@@ -134,14 +131,7 @@ def test_events_forwarded_before_the_process_is_killed_reach_segment(
 ) -> None:
     # Killed 0.3 s after the captures (SIGTERM unhandled, as Python leaves it): Sentry's
     # transport has posted every event by then, so Segment must have them too.
-    environ = {
-        **os.environ,
-        "SENTRY_SEGMENT_WRITE_KEY": WRITE_KEY,
-        "SENTRY_SEGMENT_HOST": segment.host,
-        "TEST_DSN": sentry.dsn(),
-        "TEST_SIGNAL": signal_name,
-        "PYTHONPATH": ROOT,
-    }
+    environ = script_environment(segment.host, sentry.dsn(), TEST_SIGNAL=signal_name)
     command = [sys.executable, "-c", KILLED_SCRIPT]
     killed = subprocess.run(command, env=environ, check=False, timeout=60)
     assert killed.returncode == -getattr(signal, signal_name)

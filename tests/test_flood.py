@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import textwrap
 
 import pytest
 
-from .conftest import WRITE_KEY
-from .support import ROOT, free_port
+from .support import free_port, script_environment
 
 FLOOD_SCRIPT = textwrap.dedent(
     """
@@ -71,14 +69,11 @@ FLOOD_SCRIPT = textwrap.dedent(
 def test_a_flood_with_segment_unreachable_stays_bounded_and_counted(
     errors: int, before_forward: str
 ) -> None:
-    environ = {
-        **os.environ,
-        "TEST_BEFORE_FORWARD": before_forward,
-        "SENTRY_SEGMENT_WRITE_KEY": WRITE_KEY,
-        "SENTRY_SEGMENT_HOST": f"http://127.0.0.1:{free_port()}",
-        "TEST_DSN": f"http://public@127.0.0.1:{free_port()}/1",
-        "PYTHONPATH": ROOT,
-    }
+    environ = script_environment(
+        f"http://127.0.0.1:{free_port()}",
+        f"http://public@127.0.0.1:{free_port()}/1",
+        TEST_BEFORE_FORWARD=before_forward,
+    )
     finished = subprocess.run(
         [sys.executable, "-c", FLOOD_SCRIPT, str(errors)],
         env=environ,

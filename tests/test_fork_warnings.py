@@ -4,7 +4,6 @@ Sentry and captured nothing forks its workers without the warning."""
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
@@ -13,8 +12,7 @@ import pytest
 
 from sentry_segment.testing import SegmentCollector, SentryRecorder
 
-from .conftest import WRITE_KEY
-from .support import ROOT, free_port, http_status, wait_until_listening
+from .support import ROOT, free_port, http_status, script_environment, wait_until_listening
 
 pytestmark = pytest.mark.skipif(
     sys.version_info < (3, 12), reason="Python warns about fork() with threads from 3.12"
@@ -26,15 +24,12 @@ FORK_WARNING = "is multi-threaded, use of fork() may lead to deadlocks in the ch
 def gunicorn_stderr(segment: SegmentCollector, sentry: SentryRecorder, capture: bool) -> str:
     """What a gunicorn --preload master with two workers printed, deprecation warnings shown."""
     port = free_port()
-    environment = {
-        **os.environ,
-        "PYTHONPATH": ROOT,
-        "PYTHONWARNINGS": "default::DeprecationWarning",
-        "SENTRY_SEGMENT_WRITE_KEY": WRITE_KEY,
-        "SENTRY_SEGMENT_HOST": segment.host,
-        "TEST_DSN": sentry.dsn(),
-        "TEST_CAPTURE": "1" if capture else "0",
-    }
+    environment = script_environment(
+        segment.host,
+        sentry.dsn(),
+        PYTHONWARNINGS="default::DeprecationWarning",
+        TEST_CAPTURE="1" if capture else "0",
+    )
     command = [
         sys.executable, "-m", "gunicorn", "--preload", "--workers", "2",
         "--bind", f"127.0.0.1:{port}", "--log-level", "warning",

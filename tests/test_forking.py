@@ -21,11 +21,11 @@ import pytest
 
 from sentry_segment.testing import SegmentCollector, SentryRecorder
 
-from .conftest import WRITE_KEY
 from .support import (
     assert_each_delivered_once,
     free_port,
     http_status,
+    script_environment,
     sentry_received,
     stop_process_group,
     wait_until_listening,
@@ -35,15 +35,9 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def environment(segment: SegmentCollector, sentry: SentryRecorder, **extra: str) -> dict[str, str]:
-    return {
-        **os.environ,
-        "PYTHONPATH": str(ROOT),
-        "SENTRY_SEGMENT_WRITE_KEY": WRITE_KEY,
-        "SENTRY_SEGMENT_HOST": segment.host,
-        "SENTRY_SEGMENT_RATE_LIMIT": "off",
-        "TEST_DSN": sentry.dsn(),
-        **extra,
-    }
+    return script_environment(
+        segment.host, sentry.dsn(), **{"SENTRY_SEGMENT_RATE_LIMIT": "off", **extra}
+    )
 
 
 def delivered_user_ids(segment: SegmentCollector, count: int) -> Counter[str]:

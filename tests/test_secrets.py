@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import base64
-import os
 import subprocess
 import sys
 import textwrap
 
 from sentry_segment.testing import SegmentCollector, SentryRecorder
 
-from .support import ROOT
+from .support import script_environment
 
 SECRET = "wk_NeverPrintMe_0123456789abcdef"
 
@@ -45,13 +44,7 @@ def test_the_write_key_never_appears_in_any_output(
 ) -> None:
     segment.respond_next(1, 400)
     segment.respond_next(1, 503)
-    environ = {
-        **os.environ,
-        "SENTRY_SEGMENT_WRITE_KEY": SECRET,
-        "SENTRY_SEGMENT_HOST": segment.host,
-        "TEST_DSN": sentry.dsn(),
-        "PYTHONPATH": ROOT,
-    }
+    environ = script_environment(segment.host, sentry.dsn(), SENTRY_SEGMENT_WRITE_KEY=SECRET)
     finished = subprocess.run(
         [sys.executable, "-c", SCRIPT],
         env=environ,
