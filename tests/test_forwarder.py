@@ -255,7 +255,7 @@ def test_any_value_a_before_forward_returns_never_breaks_sentry_or_reaches_segme
         check()
     finally:
         sentry_sdk.get_client().close(timeout=2)
-        sentry_sdk.get_global_scope().set_client(None)
+        Scope.get_global_scope().set_client(None)
     stats = integration.stats()
     assert stats["failed"] == 0
     assert stats["delivered"] == stats["forwarded"] > 10

@@ -117,7 +117,7 @@ FLEET_SCRIPT = textwrap.dedent(
     start_at = float(sys.stdin.readline())
     time.sleep(max(0.0, start_at - time.time()))
     number = 0
-    while time.time() < start_at + 3.0:
+    while time.time() < start_at + 2.5:
         with sentry_sdk.new_scope() as scope:
             scope.set_user({"id": f"{os.getpid()}-{number}"})
             try:
@@ -161,6 +161,9 @@ def test_four_processes_share_one_limit_through_redis(
         assert process.stdin is not None
         process.stdin.write(f"{start_at}\n")
         process.stdin.flush()
+    # Captures for 2.5 s: the limit's moving window lets 50 through at the start, 50 one second
+    # later and 50 at two seconds. The worker decides a little after each capture; a capture
+    # period of exactly 3 s let a lagging worker's decisions reach the fourth window.
     reports = [json.loads(process.communicate(timeout=60)[0]) for process in processes]
     forwarded = sum(report["forwarded"] for report in reports)
     assert sum(report["rate_limited"] for report in reports) > 150
