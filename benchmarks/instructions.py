@@ -121,8 +121,9 @@ def per_capture(captures: int) -> Optional[dict[str, float]]:
 
 # Under valgrind the process runs about 50 times slower but its timers do not: the worker
 # would drain a few events per turn and Segment's consumer post a few per request, where at
-# full speed they take hundreds. So the worker lingers 5 s, Segment's consumer waits for full
-# batches of 500, and each phase captures exactly one batch: one post each, as at full speed.
+# full speed they take hundreds. So the worker gathers until the flush that ends each phase
+# (which then hands all to Segment's queue at once, before its consumer starts), and each
+# phase captures exactly one batch of 500: one post each, as at full speed under load.
 BATCH = 500
 
 ALL_THREADS_SCRIPT = textwrap.dedent(
@@ -130,14 +131,10 @@ ALL_THREADS_SCRIPT = textwrap.dedent(
     import gc, os, sys
     sys.path.insert(0, {bench!r})
     from latency import WRITE_KEY, capture_once, make_client
-    from sentry_segment import SegmentIntegration, delivery, forwarder
+    from sentry_segment import SegmentIntegration, forwarder
 
     integrated, captures, host = sys.argv[1] == "1", int(sys.argv[2]), sys.argv[3]
-    forwarder.LINGER_SECONDS = 5.0
-    segment_init = delivery._ClientWithoutAtexitJoin.__init__
-    def init(self, *args, **kwargs):
-        segment_init(self, *args, upload_interval=3600, **kwargs)
-    delivery._ClientWithoutAtexitJoin.__init__ = init
+    forwarder.LINGER_SECONDS = 3600.0
 
     integrations = []
     if integrated:
@@ -204,7 +201,7 @@ SEGMENT_ALONE_SCRIPT = textwrap.dedent(
     }}
     # As many built in every run, so the difference between runs is the sending alone.
     calls = [
-        payload.build_track({{**event, "event_id": uuid.uuid4().hex}}, "Error Captured")
+        payload.build_track({{**event, "event_id": uuid.uuid4().hex}})
         for _ in range(2 * {batch})
     ]
     client = Client(

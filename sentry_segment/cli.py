@@ -45,10 +45,7 @@ def check(out: TextIO) -> int:
     options = resolve()
     print(json.dumps(_effective(options), indent=2, sort_keys=True, default=str), file=out)
     problems = list(unknown_variables())
-    has_key = options.write_key is not None or any(
-        override.write_key for override in options.projects.values()
-    )
-    if not has_key and options.enabled:
+    if not options.has_write_key and options.enabled:
         problems.append(f"no write key: set {ENV['write_key']} (nothing is forwarded without one)")
     for problem in problems:
         print(f"sentry-segment: {problem}", file=sys.stderr)

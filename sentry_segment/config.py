@@ -329,6 +329,13 @@ class Options:
         return f"Options({self.describe()!r})"
 
     @property
+    def has_write_key(self) -> bool:
+        """Whether any project can forward: a write key for the organization or an override."""
+        return self.write_key is not None or any(
+            override.write_key for override in self.projects.values()
+        )
+
+    @property
     def shape(self) -> Shape:
         """What this configuration makes of the forwarder's message."""
         return Shape(

@@ -3,13 +3,14 @@ posts as soon as a message waits, and what became of every message."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import queue
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any, Callable, Optional
 
 from requests import sessions
@@ -32,6 +33,12 @@ MAX_BATCH_BYTES = segment_consumer.BATCH_SIZE_LIMIT
 MAX_MESSAGE_BYTES = segment_consumer.MAX_MSG_SIZE
 # A consumer with nothing to post for this long ends; the next message starts another.
 IDLE_SECONDS = 2.0
+# Posts start at least this far apart. A message that finds the last post older is posted at
+# once; one that finds it younger waits for the interval to end, and what queues meanwhile goes
+# with it, up to a full batch: under load, one post per interval, so the per-post cost does not
+# dominate. A flush or a full batch cuts the wait short. Short enough that a process killed
+# 0.3 s after its last capture has posted it.
+POST_INTERVAL_SECONDS = 0.1
 
 
 def segment_message(track: Track) -> dict[str, Any]:
@@ -46,12 +53,12 @@ def segment_message(track: Track) -> dict[str, Any]:
 
 
 class Consumer(segment_consumer.Consumer):  # type: ignore[misc]
-    """Segment's consumer thread, with its retries, back-off and HTTP posts, posting at once.
+    """Segment's consumer thread, with its retries, back-off and HTTP posts, posting promptly.
 
-    Segment's own waits up to its upload interval (0.5 s) for a batch to fill. This one takes
-    what is queued when it looks and posts it: one message on its own when the process is
-    quiet, and under load everything that queued while the previous post was in flight
-    (group commit), up to 500 messages and 475 KB. It runs where Sentry records nothing.
+    Segment's own waits up to its upload interval (0.5 s) for every batch to fill. This one
+    posts a message at once when the process is quiet; under load, everything that queued
+    while the previous post was in flight or within its interval goes in the next (group
+    commit), up to 500 messages and 475 KB. It runs where Sentry records nothing.
     """
 
     def __init__(self, sink: Sink, work: queue.Queue[Any]) -> None:
@@ -70,6 +77,7 @@ class Consumer(segment_consumer.Consumer):  # type: ignore[misc]
         self.declined_to_end = False
         self.finished = False
         self._held: Optional[tuple[dict[str, Any], int]] = None
+        self._last_post = 0.0
 
     def run(self) -> None:
         try:
@@ -100,6 +108,8 @@ class Consumer(segment_consumer.Consumer):  # type: ignore[misc]
                     break
                 self.declined_to_end = True
                 continue
+            if not items:
+                self._gather()
             size = _encoded_size(message)
             if size > MAX_MESSAGE_BYTES:
                 # Segment's consumer drops these without marking them done: flush would hang.
@@ -113,7 +123,15 @@ class Consumer(segment_consumer.Consumer):  # type: ignore[misc]
             total += size
         return items
 
+    def _gather(self) -> None:
+        """Under load, wait for the next post's time, unless a flush or a full batch calls."""
+        since = time.monotonic() - self._last_post
+        if since < POST_INTERVAL_SECONDS and not self._sink.flushing:
+            self._sink.post_now.wait(POST_INTERVAL_SECONDS - since)
+        self._sink.post_now.clear()
+
     def request(self, batch: list[dict[str, Any]]) -> Any:
+        self._last_post = time.monotonic()
         response = super().request(batch)
         self._sink.delivered(batch)
         return response
@@ -140,6 +158,10 @@ class Sink:
         self._consumer: Optional[Consumer] = None
         self._failing = False
         self.quiet = QuietClient()
+        # Set to have a waiting consumer post now: by a flush, or a full batch. While flushes
+        # are under way (how many: flushing) the consumer posts without waiting at all.
+        self.post_now = threading.Event()
+        self.flushing = 0
 
     def __repr__(self) -> str:
         return f"Sink(write_key={mask(self.write_key)!r}, host={self.host!r})"
@@ -169,6 +191,8 @@ class Sink:
                     start = self._consumer = Consumer(self, self.queue)
         if queued < len(messages):
             owner.add("dropped_queue_full", len(messages) - queued)
+        if self.queue.qsize() >= UPLOAD_SIZE:
+            self.post_now.set()
         # Started outside the lock: under gevent, starting a thread yields to other greenlets.
         if start is not None:
             start.start()
@@ -180,6 +204,18 @@ class Sink:
                 return self._consumer is not consumer
             self._consumer = None
             return True
+
+    @contextlib.contextmanager
+    def urgent(self) -> Iterator[None]:
+        """While the block runs, post what is queued as soon as it is queued."""
+        with self._lock:
+            self.flushing += 1
+        self.post_now.set()
+        try:
+            yield
+        finally:
+            with self._lock:
+                self.flushing -= 1
 
     def end_idle_consumer(self, deadline: float) -> None:
         """Have the consumer end, if nothing waits to be posted; wait for it until deadline."""

@@ -3,6 +3,7 @@ hands each message to Segment's client."""
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import os
 import sys
@@ -11,7 +12,7 @@ import time
 import uuid
 import weakref
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any, Optional
 
 from sentry_sdk.utils import capture_internal_exception, capture_internal_exceptions, logger
@@ -107,18 +108,18 @@ class Forwarder:
         (or given up on it), at most until deadline. True if it all happened in time."""
         if self._pid != os.getpid():
             self._after_fork()
-        self.hurry()
-        settled = self._settled
-        if settled is not None:
-            with settled:
-                while self._pending or self._busy:
-                    remaining = deadline - time.monotonic()
-                    if remaining <= 0:
-                        return False
-                    settled.wait(remaining)
-        done = True
-        for sink in list(self._sinks):
-            done = sink.wait_until_sent(deadline) and done
+        with self.urgent():
+            settled = self._settled
+            if settled is not None:
+                with settled:
+                    while self._pending or self._busy:
+                        remaining = deadline - time.monotonic()
+                        if remaining <= 0:
+                            return False
+                        settled.wait(remaining)
+            done = True
+            for sink in list(self._sinks):
+                done = sink.wait_until_sent(deadline) and done
         if done:
             self._end_idle_threads(deadline)
         return done
@@ -148,12 +149,18 @@ class Forwarder:
             sink.queue.unfinished_tasks == 0 for sink in list(self._sinks)
         )
 
-    def hurry(self) -> None:
-        """Have the worker forward what is queued now, without gathering more first."""
+    @contextlib.contextmanager
+    def urgent(self) -> Iterator[None]:
+        """While the block runs (a flush), the worker forwards what is queued and Segment's
+        consumers post it, without gathering more first."""
         self._hurry = True
         wake = self._wake
         if wake is not None:
             wake.set()
+        with contextlib.ExitStack() as sinks:
+            for sink in list(self._sinks):
+                sinks.enter_context(sink.urgent())
+            yield
 
     def report_once(self, key: str, level: str, message: str, *args: Any) -> None:
         """Log through sentry-sdk's logger, once per integration for each key."""

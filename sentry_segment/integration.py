@@ -118,9 +118,7 @@ class SegmentIntegration(Integration):
                 "errors reach Segment during later requests and at flush or exit; run uWSGI "
                 "with --enable-threads",
             )
-        if self.options.write_key is None and not any(
-            override.write_key for override in self.options.projects.values()
-        ):
+        if not self.options.has_write_key:
             forwarder.report_once(
                 "no_write_key",
                 "warning",
@@ -209,41 +207,43 @@ def _deadline(client: Any, args: Any, kwargs: Any) -> float:
     return time.monotonic() + float(timeout)
 
 
-def _integration(client: Any) -> Optional[SegmentIntegration]:
+def _forwarder_of(client: Any) -> Optional[Forwarder]:
+    """The forwarder of the client's SegmentIntegration, bound to the client; None without."""
     integration = client.get_integration(SegmentIntegration)
-    if integration is not None:
-        with capture_internal_exceptions():
-            if integration._client is not client:
-                integration._bind(client)
-            # Segment's part starts now, beside Sentry's own, not after it.
-            integration._forwarder.hurry()
-    return integration  # type: ignore[no-any-return]
+    if integration is None:
+        return None
+    with capture_internal_exceptions():
+        if integration._client is not client:
+            integration._bind(client)
+    return integration._forwarder  # type: ignore[no-any-return]
 
 
 def _flush(wrapped: Callable[..., Any], instance: Any, args: Any, kwargs: Any) -> Any:
-    integration = _integration(instance)
-    if integration is None:
+    forwarder = _forwarder_of(instance)
+    if forwarder is None:
         return wrapped(*args, **kwargs)
     deadline = _deadline(instance, args, kwargs)
-    result = wrapped(*args, **kwargs)
-    with capture_internal_exceptions():
-        integration._forwarder.flush(deadline)
+    # Segment's part starts now, beside Sentry's own, not after it.
+    with forwarder.urgent():
+        result = wrapped(*args, **kwargs)
+        with capture_internal_exceptions():
+            forwarder.flush(deadline)
     return result
 
 
 def _flush_async(wrapped: Callable[..., Any], instance: Any, args: Any, kwargs: Any) -> Any:
-    integration = _integration(instance)
-    if integration is None:
+    forwarder = _forwarder_of(instance)
+    if forwarder is None:
         return wrapped(*args, **kwargs)
-    return _after_async(wrapped(*args, **kwargs), integration, _deadline(instance, args, kwargs))
+    return _after_async(wrapped(*args, **kwargs), forwarder, _deadline(instance, args, kwargs))
 
 
-async def _after_async(sentry_part: Any, integration: SegmentIntegration, deadline: float) -> Any:
-    result = await sentry_part
-    with capture_internal_exceptions():
-        forwarder = integration._forwarder
-        while not forwarder.settled() and time.monotonic() < deadline:
-            await asyncio.sleep(ASYNC_FLUSH_POLL_SECONDS)
+async def _after_async(sentry_part: Any, forwarder: Forwarder, deadline: float) -> Any:
+    with forwarder.urgent():
+        result = await sentry_part
+        with capture_internal_exceptions():
+            while not forwarder.settled() and time.monotonic() < deadline:
+                await asyncio.sleep(ASYNC_FLUSH_POLL_SECONDS)
     return result
 
 

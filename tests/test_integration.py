@@ -818,3 +818,21 @@ def test_misspelt_variables_and_a_missing_dsn_are_each_logged_once(
     )
     assert len([line for line in ours if "has no DSN" in line]) == 1
     assert integration.stats()["skipped_not_sent"] == 3
+
+
+def test_under_load_what_queues_within_the_post_interval_goes_in_one_post(
+    init_sentry: InitSentry, segment: SegmentCollector
+) -> None:
+    init_sentry()
+    raise_and_capture(user={"id": "first"})
+    segment.wait_for_messages(1)
+    # Just after a post, errors 30 ms apart (each handed to Segment's queue on its own, the
+    # worker gathering 20 ms): a quiet process would post each at once, a busy one gathers.
+    later = []
+    for number in range(5):
+        later.append(raise_and_capture(user={"id": number}))
+        time.sleep(0.03)
+    segment.wait_for_messages(6)
+    batches = [[m["messageId"] for m in batch.messages] for batch in segment.batches()]
+    assert sorted(id_ for batch in batches[1:] for id_ in batch) == sorted(later)
+    assert len(batches) <= 3, batches
