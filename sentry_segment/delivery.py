@@ -1,5 +1,5 @@
 """Segment's client, one per write key and host per process: its queue, a consumer thread that
-posts as soon as a message waits, and what became of every message."""
+posts promptly and batches under load, and what became of every message."""
 
 from __future__ import annotations
 
