@@ -15,7 +15,8 @@ from urllib.parse import urlsplit, urlunsplit
 
 from limits import RateLimitItem, parse_many
 
-from .payload import INCLUDABLE, Shape
+from .payload import INCLUDABLE, IP_POLICIES, Shape
+from .scrub import Scrubber
 
 US_HOST = "https://api.segment.io"
 EU_HOST = "https://events.eu1.segmentapis.com"
@@ -239,6 +240,24 @@ def _include(option: str, value: Any) -> tuple[str, ...]:
     return tuple(name for name in INCLUDABLE if name in names)
 
 
+def _names(option: str, value: Any) -> tuple[str, ...]:
+    if isinstance(value, str):
+        names = [name.strip() for name in value.split(",")]
+    elif isinstance(value, (list, tuple, set, frozenset)) and all(
+        isinstance(name, str) for name in value
+    ):
+        names = [name.strip() for name in value]
+    else:
+        raise _error(option, f"must be a list of names or a comma-separated string, got {value!r}")
+    return tuple(dict.fromkeys(name for name in names if name))
+
+
+def _ip_policy(option: str, value: Any) -> str:
+    if not isinstance(value, str) or value.lower() not in IP_POLICIES:
+        raise _error(option, f"must be one of {', '.join(IP_POLICIES)}, got {value!r}")
+    return value.lower()
+
+
 def _callable(option: str, value: Any) -> Callable[..., Any]:
     if not callable(value):
         raise _error(
@@ -324,6 +343,9 @@ class Options:
     max_queue_size: int = _option("SENTRY_SEGMENT_MAX_QUEUE_SIZE", 10_000, _integer(1))
     timeout: float = _option("SENTRY_SEGMENT_TIMEOUT", 10.0, _seconds)
     max_retries: int = _option("SENTRY_SEGMENT_MAX_RETRIES", 10, _integer(0))
+    scrub: bool = _option("SENTRY_SEGMENT_SCRUB", True, _bool)
+    sensitive_fields: tuple[str, ...] = _option("SENTRY_SEGMENT_SENSITIVE_FIELDS", (), _names)
+    ip: str = _option("SENTRY_SEGMENT_IP", "full", _ip_policy)
 
     def __repr__(self) -> str:
         return f"Options({self.describe()!r})"
@@ -342,6 +364,8 @@ class Options:
             event_name=self.event_name,
             include=self.include,
             issues_url=f"{self.sentry_web_url}/organizations/{self.sentry_org}/issues/",
+            scrubber=Scrubber(self.sensitive_fields) if self.scrub else None,
+            ip=self.ip,
         )
 
     def describe(self) -> dict[str, Any]:
@@ -352,6 +376,7 @@ class Options:
             rate_limit="; ".join(str(item) for item in self.rate_limit) or "off",
             rate_limit_storage=mask_uri(self.rate_limit_storage),
             include=list(self.include),
+            sensitive_fields=list(self.sensitive_fields),
             before_forward=_describe_callable(self.before_forward),
             projects={project: override.describe() for project, override in self.projects.items()},
         )

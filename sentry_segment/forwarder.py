@@ -17,7 +17,7 @@ from typing import Any, Optional
 
 from sentry_sdk.utils import capture_internal_exception, capture_internal_exceptions, logger
 
-from . import delivery, payload
+from . import delivery, payload, receipts
 from .config import Options
 from .quiet import QuietClient, quiet_scopes
 from .ratelimit import RateLimit
@@ -31,6 +31,12 @@ LINGER_SECONDS = 0.02
 IDLE_SECONDS = 2.0
 # Events the worker takes off the queue at once, and decides with one rate-limit round trip.
 BATCH_SIZE = 1000
+# How long an event waits for Sentry's transport to report it received; then it counts as
+# dropped by Sentry (a transport that hangs this long has lost it, or will).
+RECEIPT_SECONDS = 60.0
+# How long a receipt is kept for an event not seen yet (the transport answered before
+# capture_event returned), or one this forwarder will not see (a disabled project).
+EARLY_RECEIPT_SECONDS = 10.0
 
 
 class Forwarder:
@@ -51,6 +57,7 @@ class Forwarder:
         self._keep_events = options.before_forward is not None
         self._routes: dict[Optional[str], Route] = {}
         self._reported: set[str] = set()
+        self._watch: Optional[receipts.Watch] = None
         self._reset()
         _live_forwarders.add(self)
 
@@ -59,6 +66,12 @@ class Forwarder:
         # wake-up; the bound is checked before appending, so it may be passed by at most one
         # event per thread racing on it.
         self._pending: deque[tuple[Any, Route]] = deque()
+        # Sentry's transport's word on each event (ID, received), and the events waiting for it
+        # (and the time they stop waiting), both by event ID. Only the worker reads them.
+        self._receipts: deque[tuple[str, bool]] = deque()
+        self._awaiting: dict[str, tuple[tuple[Any, Route], float]] = {}
+        self._early: dict[str, tuple[bool, float]] = {}
+        self._sentry_closed = False
         self._pid = os.getpid()
         self._lock = threading.Lock()
         self._worker: Optional[threading.Thread] = None
@@ -77,6 +90,26 @@ class Forwarder:
             found = self._routes[dsn] = route(self.options, dsn)
         return found
 
+    def expect_receipts(self, transport: Any) -> None:
+        """Forward only what this transport reports Sentry received (when it can be watched)."""
+        self._watch = None if transport is None else receipts.watch(transport, self.receipt)
+
+    def sentry_closed(self) -> None:
+        """Sentry's client closed its transport: events still waiting for its word get none."""
+        if self._awaiting:
+            self._sentry_closed = True
+            wake = self._wake
+            if wake is not None:
+                wake.set()
+
+    def receipt(self, event_id: str, received: bool) -> None:
+        """Sentry's transport sent (received) or dropped an error event with a user ID."""
+        if self._pid != os.getpid():
+            self._after_fork()
+        self._receipts.append((event_id, received))
+        if self._asleep or self._worker is None:
+            self._wake_worker()
+
     def offer(self, event: Mapping[str, Any], dsn: Optional[str]) -> None:
         """Consider an event Sentry has sent; queue it for forwarding or count why not."""
         if self._pid != os.getpid():
@@ -93,7 +126,7 @@ class Forwarder:
             self.stats.add("skipped_no_user")
             return
         pending = self._pending
-        if len(pending) >= self.options.max_queue_size:
+        if len(pending) + len(self._awaiting) >= self.options.max_queue_size:
             self.stats.add("dropped_queue_full")
             return
         if self._keep_events:
@@ -112,7 +145,7 @@ class Forwarder:
             settled = self._settled
             if settled is not None:
                 with settled:
-                    while self._pending or self._busy:
+                    while self._unsettled():
                         remaining = deadline - time.monotonic()
                         if remaining <= 0:
                             return False
@@ -145,9 +178,12 @@ class Forwarder:
 
     def settled(self) -> bool:
         """Whether every queued event was handed to Segment, which answered for each."""
-        return not (self._pending or self._busy) and all(
+        return not self._unsettled() and all(
             sink.queue.unfinished_tasks == 0 for sink in list(self._sinks)
         )
+
+    def _unsettled(self) -> bool:
+        return bool(self._pending or self._busy or self._receipts or self._awaiting)
 
     @contextlib.contextmanager
     def urgent(self) -> Iterator[None]:
@@ -189,28 +225,33 @@ class Forwarder:
 
     def _work(self) -> None:
         with quiet_scopes(self.quiet):
-            pending, wake = self._pending, self._wake
+            pending, sentry_receipts, wake = self._pending, self._receipts, self._wake
             assert wake is not None
             while True:
-                if not pending:
-                    if self._end_when_idle and self._retire():
+                if not (pending or sentry_receipts):
+                    if self._end_when_idle and not self._awaiting and self._retire():
                         return
                     woken = self._sleep(wake)
-                    if not pending:
+                    if not (pending or sentry_receipts):
+                        if self._awaiting or self._early:
+                            # Nothing new: time out what waited too long for Sentry's word.
+                            with capture_internal_exceptions():
+                                self._forward(self._received([]))
+                            continue
                         # Timed out, or woken by a flush with nothing left to do: a worker
                         # that runs now for nothing could hold the GIL when a server forks.
                         if not woken and self._retire():
                             return
                         continue
-                    if not self._hurry:
+                    if pending and not self._hurry:
                         wake.wait(LINGER_SECONDS)
                         wake.clear()
                 self._busy = True
                 try:
-                    while pending:
+                    while pending or sentry_receipts:
                         batch = [pending.popleft() for _ in range(min(BATCH_SIZE, len(pending)))]
                         with capture_internal_exceptions():
-                            self._forward(batch)
+                            self._forward(self._received(batch))
                 finally:
                     self._hurry = self._busy = False
                     settled = self._settled
@@ -221,10 +262,67 @@ class Forwarder:
     def _sleep(self, wake: threading.Event) -> bool:
         self._asleep = True
         # An event appended before the flag was set saw no sleeping worker: look again.
-        woken = bool(self._pending) or wake.wait(IDLE_SECONDS)
+        woken = bool(self._pending or self._receipts) or wake.wait(IDLE_SECONDS)
         self._asleep = False
         wake.clear()
         return woken
+
+    def _received(self, batch: list[tuple[Any, Route]]) -> list[tuple[Any, Route]]:
+        """Of this batch and the events waiting before it, those Sentry's transport reports
+        received; the others wait for its word, or are counted as dropped by Sentry."""
+        if self._watch is None:
+            return batch
+        now = time.monotonic()
+        ready: list[tuple[Any, Route]] = []
+        awaiting, early = self._awaiting, self._early
+        for item in batch:
+            event_id = _event_id(item[0])
+            outcome = early.pop(event_id, None)
+            if outcome is None:
+                awaiting[event_id] = (item, now + RECEIPT_SECONDS)
+            else:
+                self._settle(item, outcome[0], ready)
+        while self._receipts:
+            event_id, received = self._receipts.popleft()
+            waiting = awaiting.pop(event_id, None)
+            if waiting is None:
+                early[event_id] = (received, now + EARLY_RECEIPT_SECONDS)
+            else:
+                self._settle(waiting[0], received, ready)
+        for event_id in [key for key, (_, until) in early.items() if until <= now]:
+            del early[event_id]
+        closed, self._sentry_closed = self._sentry_closed, False
+        self._time_out(float("inf") if closed else now, ready, closed)
+        return ready
+
+    def _settle(self, item: tuple[Any, Route], received: bool, ready: list[Any]) -> None:
+        if received:
+            ready.append(item)
+        else:
+            self.stats.add("skipped_dropped_by_sentry")
+
+    def _time_out(self, now: float, ready: list[tuple[Any, Route]], closed: bool) -> None:
+        awaiting, watch = self._awaiting, self._watch
+        expired = [key for key, (_, until) in awaiting.items() if until <= now]
+        if not expired or watch is None:
+            return
+        if watch.sends_started == 0 and not closed:
+            # The transport never sent an event through what is watched: its internals are
+            # not what this version knows. Forward as Sentry hands events to it, as before.
+            self._watch = None
+            ready.extend(item for item, _ in awaiting.values())
+            awaiting.clear()
+            self.report_once(
+                "receipts",
+                "warning",
+                "sentry-segment: Sentry's transport (%s) reports no sends; forwarding every "
+                "error it is handed, without waiting for Sentry to receive it",
+                watch.transport_name,
+            )
+            return
+        for event_id in expired:
+            del awaiting[event_id]
+        self.stats.add("skipped_dropped_by_sentry", len(expired))
 
     def _retire(self) -> bool:
         """End this worker unless an event arrived meanwhile, which no other worker will see."""
@@ -280,6 +378,10 @@ class Forwarder:
             event = copy.deepcopy(queued) if self._keep_events else None
             fields = queued if event is None else payload.error_fields(event, self._extras)
             track = payload.track_from_fields(fields, self.shape, destination.project)
+            if not track.user_id:
+                # Sentry's scrubbing filters this user ID: there is no one to attribute it to.
+                self.stats.add("skipped_no_user")
+                return None
             message = delivery.segment_message(track)
             if not message["messageId"]:
                 # Sentry always sets event_id; without one Segment could not de-duplicate.
@@ -332,6 +434,13 @@ class Forwarder:
     def _after_fork(self) -> None:
         self.stats.after_fork()
         self._reset()
+
+
+def _event_id(queued: Any) -> Any:
+    """The Sentry event ID of what offer() queued: the fields, or the whole event."""
+    if isinstance(queued, payload.ErrorFields):
+        return queued.event_id
+    return queued.get("event_id")
 
 
 _live_forwarders: weakref.WeakSet[Forwarder] = weakref.WeakSet()

@@ -54,6 +54,9 @@ class SegmentIntegration(Integration):
         max_queue_size: Optional[int] = None,
         timeout: Optional[float] = None,
         max_retries: Optional[int] = None,
+        scrub: Optional[bool] = None,
+        sensitive_fields: Optional[Union[str, list[str], tuple[str, ...]]] = None,
+        ip: Optional[str] = None,
     ) -> None:
         given = dict(locals())
         del given["self"]
@@ -107,6 +110,7 @@ class SegmentIntegration(Integration):
         """Note the client now using this integration; say once what it should know."""
         self._client = client
         forwarder = self._forwarder
+        forwarder.expect_receipts(getattr(client, "transport", None))
         forwarder.quiet.follow_debug(bool(client.options.get("debug")))
         for line in self._unknown_variables:
             forwarder.report_once(line, "warning", "sentry-segment: %s", line)
@@ -164,6 +168,10 @@ def _forward_sent_events(capture_event: Callable[..., Any]) -> Callable[..., Any
         integration = self.get_integration(SegmentIntegration)
         if integration is None:
             return capture_event(self, event, hint, scope)
+        if integration._client is not self:
+            # Before the event reaches the transport, which is watched from now on.
+            with capture_internal_exceptions():
+                integration._bind(self)
         sent: list[Any] = [None]
         token = _sent_event.set(sent)
         try:
@@ -172,8 +180,6 @@ def _forward_sent_events(capture_event: Callable[..., Any]) -> Callable[..., Any
             _sent_event.reset(token)
         # A plain try (not capture_internal_exceptions()) keeps this path lean for every capture.
         try:
-            if integration._client is not self:
-                integration._bind(self)
             if event_id is not None:
                 if sent[0] is not None:
                     integration._forwarder.offer(sent[0], self.options.get("dsn"))
@@ -227,21 +233,33 @@ def _flush(wrapped: Callable[..., Any], instance: Any, args: Any, kwargs: Any) -
     with forwarder.urgent():
         result = wrapped(*args, **kwargs)
         with capture_internal_exceptions():
+            _after_sentry(wrapped, forwarder)
             forwarder.flush(deadline)
     return result
+
+
+def _after_sentry(wrapped: Callable[..., Any], forwarder: Forwarder) -> None:
+    if wrapped.__name__ in ("close", "close_async"):
+        # Sentry's transport is gone: what it has not reported sent by now, it never will.
+        forwarder.sentry_closed()
 
 
 def _flush_async(wrapped: Callable[..., Any], instance: Any, args: Any, kwargs: Any) -> Any:
     forwarder = _forwarder_of(instance)
     if forwarder is None:
         return wrapped(*args, **kwargs)
-    return _after_async(wrapped(*args, **kwargs), forwarder, _deadline(instance, args, kwargs))
+    return _after_async(
+        wrapped, wrapped(*args, **kwargs), forwarder, _deadline(instance, args, kwargs)
+    )
 
 
-async def _after_async(sentry_part: Any, forwarder: Forwarder, deadline: float) -> Any:
+async def _after_async(
+    wrapped: Callable[..., Any], sentry_part: Any, forwarder: Forwarder, deadline: float
+) -> Any:
     with forwarder.urgent():
         result = await sentry_part
         with capture_internal_exceptions():
+            _after_sentry(wrapped, forwarder)
             while not forwarder.settled() and time.monotonic() < deadline:
                 await asyncio.sleep(ASYNC_FLUSH_POLL_SECONDS)
     return result

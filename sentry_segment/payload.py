@@ -6,6 +6,7 @@ Events are the plain dicts Sentry's serializer produces; anything else in their 
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import math
 from collections.abc import Mapping
@@ -13,6 +14,8 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, NamedTuple, Optional
 from urllib.parse import quote, urlsplit
+
+from .scrub import FILTERED, Scrubber, patterns
 
 # Segment refuses messages over 32 KB; its client adds library, type, timestamp and ids.
 MAX_MESSAGE_BYTES = 32 * 1024
@@ -22,9 +25,17 @@ MAX_MESSAGE_ID_CHARS = 64
 FIELD_CHAR_LIMITS = (2048, 512, 128, 32)
 # Tags carry at most this many characters (keys and values) per character limit above.
 TAG_CHARACTERS_PER_LIMIT = 4
+MAX_TAG_CHARACTERS = FIELD_CHAR_LIMITS[0] * TAG_CHARACTERS_PER_LIMIT
 DEFAULT_EVENT_NAME = "Error Captured"
 # What the `include` option can add to the properties, each from the Sentry event.
 INCLUDABLE = ("tags", "exception_message", "handled", "sentry_url")
+# What the `ip` option can make of the client's address: as Sentry has it, with its last
+# octet (IPv4) or 80 bits (IPv6) zeroed as analytics tools anonymize, or none.
+IP_POLICIES = ("full", "anonymize", "none")
+_ANONYMIZED_PREFIX = {4: 24, 6: 48}
+
+
+DEFAULT_SCRUBBER = Scrubber()
 
 
 @dataclass(frozen=True)
@@ -35,6 +46,9 @@ class Shape:
     event_name: str = DEFAULT_EVENT_NAME
     include: tuple[str, ...] = ()
     issues_url: str = ""
+    # None: the strings are forwarded as the event has them (scrub=false).
+    scrubber: Optional[Scrubber] = DEFAULT_SCRUBBER
+    ip: str = "full"
 
     @property
     def needs_extras(self) -> bool:
@@ -165,6 +179,7 @@ class ErrorFields(NamedTuple):
     method: Any = None
     query_string: Any = None
     headers: Any = None
+    env: Any = None
     exception_type: Any = None
     # Taken only when the shape includes more than the forwarder's schema.
     tags: Any = None
@@ -197,6 +212,7 @@ def error_fields(event: Mapping[str, Any], extras: bool = False) -> ErrorFields:
         request.get("method"),
         request.get("query_string"),
         request.get("headers"),
+        request.get("env"),
         first.get("type") if isinstance(first, dict) else None,
     )
     if not extras:
@@ -233,21 +249,68 @@ def track_from_fields(
     fields: ErrorFields, shape: Shape = FORWARDER_SHAPE, project: str = ""
 ) -> Track:
     """The track call for the fields error_fields took, within Segment's 32 KB; project is the
-    Sentry project ID, for the link to Sentry."""
+    Sentry project ID, for the link to Sentry. Its user_id is "" when Sentry's scrubbing would
+    have filtered the event's user ID: there is no one to attribute the error to."""
+    texts = _texts(fields, shape)
     for limit in FIELD_CHAR_LIMITS:
-        track = _build(fields, shape, project, limit)
+        track = _build(texts, fields, shape, project, limit)
         if _encoded_size(track) <= MESSAGE_BUDGET_BYTES:
             break
     return track
 
 
-def _build(fields: ErrorFields, shape: Shape, project: str, limit: int) -> Track:
-    full_url = _text(fields.url)
-    url = full_url[:limit]
+class _Texts(NamedTuple):
+    """The event's strings that may hold personal data, scrubbed as the shape says."""
+
+    user_id: str
+    url: str
+    path: str
+    search: str
+    referer: str
+    user_agent: str
+    ip: str
+    exception_message: str
+    tags: dict[str, str]
+
+
+def _texts(fields: ErrorFields, shape: Shape) -> _Texts:
+    url = _text(fields.url)
     query = _text(fields.query_string).lstrip("?")
-    search = f"?{query}"[:limit] if query else ""
-    referer = _header(fields.headers, "referer")[:limit]
-    user_agent = _header(fields.headers, "user-agent")[:limit]
+    texts = _Texts(
+        user_id=_user_id_text(fields.user_id) or "",
+        url=url,
+        path=_path(url),
+        search=query,
+        referer=_header(fields.headers, "referer"),
+        user_agent=_header(fields.headers, "user-agent"),
+        ip=_client_ip(fields, shape.ip),
+        exception_message=_text(fields.exception_value) if shape.include else "",
+        tags=_tags(fields.tags, MAX_TAG_CHARACTERS) if "tags" in shape.include else {},
+    )
+    scrubber = shape.scrubber
+    if scrubber is not None:
+        scrubbed_user_id = scrubber.value(texts.user_id, "id")
+        texts = texts._replace(
+            user_id=scrubbed_user_id if scrubbed_user_id == texts.user_id else "",
+            url=patterns(texts.url),
+            path=patterns(texts.path),
+            search=scrubber.query(texts.search),
+            referer=scrubber.value(texts.referer, "Referer"),
+            user_agent=patterns(texts.user_agent),
+            exception_message=patterns(texts.exception_message),
+            tags={
+                key: FILTERED if scrubber.sensitive_key(key) else patterns(value)
+                for key, value in texts.tags.items()
+            },
+        )
+    return texts
+
+
+def _build(texts: _Texts, fields: ErrorFields, shape: Shape, project: str, limit: int) -> Track:
+    url = texts.url[:limit]
+    search = f"?{texts.search}"[:limit] if texts.search else ""
+    referer = texts.referer[:limit]
+    user_agent = texts.user_agent[:limit]
     event_id = _text(fields.event_id)
 
     properties = {
@@ -269,19 +332,18 @@ def _build(fields: ErrorFields, shape: Shape, project: str, limit: int) -> Track
         "userAgent": user_agent,
         "page": {
             "url": url,
-            "path": _path(full_url)[:limit],
+            "path": texts.path[:limit],
             "search": search,
             "referrer": referer,
         },
     }
-    ip_address = _text(fields.ip_address)
-    if ip_address:
-        context["ip"] = ip_address[:64]
+    if texts.ip:
+        context["ip"] = texts.ip
     if shape.include:
-        _add_included(properties, fields, shape, project, limit)
+        _add_included(properties, texts, fields, shape, project, limit)
 
     return Track(
-        user_id=_user_id_text(fields.user_id) or "",
+        user_id=texts.user_id,
         event=shape.event_name,
         properties=properties,
         context=context,
@@ -290,19 +352,53 @@ def _build(fields: ErrorFields, shape: Shape, project: str, limit: int) -> Track
     )
 
 
-def _add_included(
-    properties: dict[str, Any], fields: ErrorFields, shape: Shape, project: str, limit: int
+def _add_included(  # noqa: PLR0917 (_build's own arguments)
+    properties: dict[str, Any],
+    texts: _Texts,
+    fields: ErrorFields,
+    shape: Shape,
+    project: str,
+    limit: int,
 ) -> None:
     include = shape.include
     if "tags" in include:
-        properties["tags"] = _tags(fields.tags, limit * TAG_CHARACTERS_PER_LIMIT)
+        properties["tags"] = _within(texts.tags, limit * TAG_CHARACTERS_PER_LIMIT)
     if "exception_message" in include:
-        properties["exceptionMessage"] = _text(fields.exception_value)[:limit]
+        properties["exceptionMessage"] = texts.exception_message[:limit]
     if "handled" in include:
         properties["handled"] = fields.handled is not False
     if "sentry_url" in include:
         query = f"?project={quote(project, safe='')}&query={quote(_text(fields.event_id), safe='')}"
         properties["sentryUrl"] = shape.issues_url + query[:limit]
+
+
+def _client_ip(fields: ErrorFields, policy: str) -> str:
+    """The user's IP address as Sentry's normalization fills it (the user's if it is a valid
+    address, else the request's REMOTE_ADDR: so "{{auto}}" too), made what the ip option says."""
+    if policy == "none":
+        return ""
+    env = fields.env
+    for text in (
+        _text(fields.ip_address),
+        _text(env.get("REMOTE_ADDR")) if isinstance(env, dict) else "",
+    ):
+        address = _ip_address(text)
+        if address is not None:
+            if policy == "anonymize":
+                prefix = _ANONYMIZED_PREFIX[address.version]
+                return str(ipaddress.ip_network(f"{address}/{prefix}", strict=False)[0])
+            return text
+    return ""
+
+
+def _ip_address(text: str) -> Optional[ipaddress.IPv4Address | ipaddress.IPv6Address]:
+    """The address, or None for anything Sentry does not take as one (a zone index included)."""
+    if not text or "%" in text:
+        return None
+    try:
+        return ipaddress.ip_address(text)
+    except ValueError:
+        return None
 
 
 def _tags(raw: Any, budget: int) -> dict[str, str]:
@@ -323,6 +419,17 @@ def _tags(raw: Any, budget: int) -> dict[str, str]:
             break
         tags[name] = text
     return tags
+
+
+def _within(tags: dict[str, str], budget: int) -> dict[str, str]:
+    """The first tags whose keys and values hold at most ``budget`` characters."""
+    kept: dict[str, str] = {}
+    for name, text in tags.items():
+        budget -= len(name) + len(text)
+        if budget < 0:
+            break
+        kept[name] = text
+    return kept
 
 
 def _tag_value(value: Any) -> str:

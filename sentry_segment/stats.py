@@ -11,6 +11,7 @@ COUNTERS = (
     "rate_limited",
     "rate_limit_fallback",
     "skipped_not_sent",
+    "skipped_dropped_by_sentry",
     "skipped_not_error",
     "skipped_disabled",
     "skipped_no_write_key",
