@@ -82,10 +82,9 @@ def forwardable_event_id(envelope: Any) -> Optional[str]:
 
 def _our_event_id(envelope: Any) -> Optional[str]:
     """forwardable_event_id, or None if that failed: Sentry's send goes on regardless."""
-    event_id = None
     with capture_internal_exceptions():
-        event_id = forwardable_event_id(envelope)
-    return event_id
+        return forwardable_event_id(envelope)
+    return None
 
 
 def _forwardable_item_event_id(item: Any) -> Optional[str]:

@@ -219,6 +219,9 @@ class SentryRecorder(_Loopback):
         self._events: list[dict[str, Any]] = []
         self._transactions: list[dict[str, Any]] = []
         self._spans: list[dict[str, Any]] = []
+        # (status, headers) to answer with: a 2xx receives the envelope, anything else refuses
+        # it, as Sentry's 429 does for an organization over its quota.
+        self.answer: tuple[int, dict[str, str]] = (200, {})
         self.server.expect_request(_ENVELOPE_PATH, method="POST").respond_with_handler(self._handle)
 
     def dsn(self, project: int = 1, public_key: str = "public") -> str:
@@ -248,10 +251,14 @@ class SentryRecorder(_Loopback):
             self._events.clear()
             self._transactions.clear()
             self._spans.clear()
+            self.answer = (200, {})
 
     def _handle(self, request: Request) -> Response:
         from werkzeug import Response
 
+        status, headers = self.answer
+        if status >= 300:
+            return Response("{}", status=status, headers=headers)
         envelope = Envelope.deserialize(_body(request))
         arrived = []
         with self._changed:
@@ -270,7 +277,7 @@ class SentryRecorder(_Loopback):
         if self._on_event is not None:
             for event in arrived:
                 self._on_event(event)
-        return Response("{}", status=200, content_type="application/json")
+        return Response("{}", status=status, headers=headers, content_type="application/json")
 
 
 def _refuse_constant(name: str) -> Any:
