@@ -25,6 +25,7 @@ FUZZ_EXAMPLES ?= 20000
 fuzz: $(STAMP)
 	HYPOTHESIS_PROFILE=fuzz FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(BIN)/python -m pytest -q \
 		tests/test_payload.py tests/test_delivery.py tests/test_config.py tests/test_routing.py \
+		tests/test_scrub.py \
 		-k "any_"
 
 # Benchmarks print one Markdown table (see the README); BENCH_ARGS=--quick for a smoke run.
