@@ -219,6 +219,7 @@ class SentryRecorder(_Loopback):
         self._events: list[dict[str, Any]] = []
         self._transactions: list[dict[str, Any]] = []
         self._spans: list[dict[str, Any]] = []
+        self._logs: list[dict[str, Any]] = []
         # (status, headers) to answer with: a 2xx receives the envelope, anything else refuses
         # it, as Sentry's 429 does for an organization over its quota.
         self.answer: tuple[int, dict[str, str]] = (200, {})
@@ -242,6 +243,11 @@ class SentryRecorder(_Loopback):
             inside = [span for t in self._transactions for span in t.get("spans") or []]
             return [*inside, *self._spans]
 
+    def logs(self) -> list[dict[str, Any]]:
+        """Every Sentry Log received (``enable_logs``)."""
+        with self._lock:
+            return list(self._logs)
+
     def wait_for_events(self, count: int, timeout: float = 10.0) -> list[dict[str, Any]]:
         self._wait(lambda: len(self._events) >= count, timeout)
         return self.events()
@@ -251,6 +257,7 @@ class SentryRecorder(_Loopback):
             self._events.clear()
             self._transactions.clear()
             self._spans.clear()
+            self._logs.clear()
             self.answer = (200, {})
 
     def _handle(self, request: Request) -> Response:
@@ -263,9 +270,10 @@ class SentryRecorder(_Loopback):
         arrived = []
         with self._changed:
             for item in envelope.items:
-                if item.type == "span":  # sentry-sdk 3 streams spans: {"items": [...]}
-                    streamed = json.loads(item.payload.get_bytes())
-                    self._spans.extend(streamed.get("items") or [])
+                if item.type in ("span", "log"):  # batches: {"items": [...]}
+                    batch = json.loads(item.payload.get_bytes())
+                    kept_items = self._spans if item.type == "span" else self._logs
+                    kept_items.extend(batch.get("items") or [])
                     continue
                 payload = item.payload.json
                 if isinstance(payload, dict) and item.type in ("event", "transaction"):
