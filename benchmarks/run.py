@@ -342,10 +342,22 @@ def main() -> None:
     if counts is None:
         rows.append(("6. instructions per capture", "skipped: no valgrind", ""))
     else:
-        for path in ("forwarded", "skipped", "forwarded, typical", "skipped, typical"):
+        paths = (
+            "forwarded, one at a time",
+            "skipped, one at a time",
+            "forwarded",
+            "skipped",
+            "forwarded, typical",
+            "skipped, typical",
+        )
+        for path in paths:
             without = counts[f"{path}, baseline"]
+            floor = counts.get(f"{path}, inert integration")
+            own = (
+                "" if floor is None else f"; own cost over the floor: +{counts[path] - floor:,.0f}"
+            )
             for case, note in (
-                (path, "callgrind, repeatable; the worker's threads not included"),
+                (path, f"callgrind, repeatable; the worker's threads not included{own}"),
                 (f"{path}, inert integration", "an integration hooking nothing: the floor"),
             ):
                 if case in counts:

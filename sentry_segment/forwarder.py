@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import functools
 import os
+import queue
 import sys
 import threading
 import time
@@ -37,6 +39,29 @@ RECEIPT_SECONDS = 60.0
 # How long a receipt is kept for an event not seen yet (the transport answered before
 # capture_event returned), or one this forwarder will not see (a disabled project).
 EARLY_RECEIPT_SECONDS = 10.0
+
+
+class Bell:
+    """Wakes the worker. Ringing it is one call into C (a SimpleQueue's put), where setting a
+    threading.Event runs a Condition's Python code on the capturing thread."""
+
+    def __init__(self) -> None:
+        # Looked up now, not at import: under gevent, the patched queue once it is patched.
+        self._rings: queue.SimpleQueue[bool] = queue.SimpleQueue()
+        self.ring = functools.partial(self._rings.put, True)
+
+    def wait(self, timeout: float) -> bool:
+        """Whether it rang within timeout seconds."""
+        try:
+            return self._rings.get(timeout=timeout)
+        except queue.Empty:
+            return False
+
+    def silence(self) -> None:
+        """Forget the rings that came while the worker was awake."""
+        with contextlib.suppress(queue.Empty):
+            while True:
+                self._rings.get_nowait()
 
 
 class Forwarder:
@@ -75,7 +100,7 @@ class Forwarder:
         self._pid = os.getpid()
         self._lock = threading.Lock()
         self._worker: Optional[threading.Thread] = None
-        self._wake: Optional[threading.Event] = None
+        self._wake: Optional[Bell] = None
         self._settled: Optional[threading.Condition] = None
         self._asleep = False
         self._busy = False
@@ -100,7 +125,7 @@ class Forwarder:
             self._sentry_closed = True
             wake = self._wake
             if wake is not None:
-                wake.set()
+                wake.ring()
 
     def receipt(self, event_id: str, received: bool) -> None:
         """Sentry's transport sent (received) or dropped an error event with a user ID."""
@@ -111,18 +136,25 @@ class Forwarder:
             self._wake_worker()
 
     def offer(self, event: Mapping[str, Any], dsn: Optional[str]) -> None:
-        """Consider an event Sentry has sent; queue it for forwarding or count why not."""
+        """Consider an event Sentry has sent; queue it for forwarding or count why not.
+
+        On the capturing thread, for every error: lookups, and a C call to wake the worker.
+        """
         if self._pid != os.getpid():
             # Forked without Python's fork hooks (uWSGI, a fork() from C): as the hook would.
             self._after_fork()
-        if not payload.is_error(event):
+        # payload.is_error and a first look for a user, inlined: this runs for every event.
+        exception = event.get("exception")
+        values = exception.get("values") if isinstance(exception, dict) else None
+        if not (isinstance(values, list) and values):
             self.stats.add("skipped_not_error")
             return
-        destination = self.route_for(dsn)
+        destination = self._routes.get(dsn) or self.route_for(dsn)
         if not destination.enabled:
             self.stats.add(destination.skipped_as)
             return
-        if payload.user_id(event) is None:
+        user = event.get("user")
+        if not isinstance(user, dict) or user.get("id") is None or payload.user_id(event) is None:
             self.stats.add("skipped_no_user")
             return
         pending = self._pending
@@ -133,7 +165,12 @@ class Forwarder:
             pending.append((event, destination))
         else:
             pending.append((payload.error_fields(event, self._extras), destination))
-        if self._asleep or self._worker is None:
+        if self._asleep:
+            self._asleep = False
+            wake = self._wake
+            if wake is not None:
+                wake.ring()
+        elif self._worker is None:
             self._wake_worker()
 
     def flush(self, deadline: float) -> bool:
@@ -168,7 +205,7 @@ class Forwarder:
         worker, wake = self._worker, self._wake
         if worker is not None and wake is not None and worker is not threading.current_thread():
             self._end_when_idle = True
-            wake.set()
+            wake.ring()
             delivery.join_unless(worker, lambda: bool(self._pending) or self._busy, deadline)
         for sink in list(self._sinks):
             sink.end_idle_consumer(deadline)
@@ -192,7 +229,7 @@ class Forwarder:
         self._hurry = True
         wake = self._wake
         if wake is not None:
-            wake.set()
+            wake.ring()
         with contextlib.ExitStack() as sinks:
             for sink in list(self._sinks):
                 sinks.enter_context(sink.urgent())
@@ -209,7 +246,7 @@ class Forwarder:
         with self._lock:
             if self._worker is None:
                 if self._wake is None:
-                    self._wake = threading.Event()
+                    self._wake = Bell()
                     self._settled = threading.Condition(threading.Lock())
                 start = self._worker = threading.Thread(
                     target=self._work, name="sentry-segment", daemon=True
@@ -221,7 +258,7 @@ class Forwarder:
         if start is not None:
             start.start()
         elif wake is not None:
-            wake.set()
+            wake.ring()
 
     def _work(self) -> None:
         with quiet_scopes(self.quiet):
@@ -245,7 +282,7 @@ class Forwarder:
                         continue
                     if pending and not self._hurry:
                         wake.wait(LINGER_SECONDS)
-                        wake.clear()
+                        wake.silence()
                 self._busy = True
                 try:
                     while pending or sentry_receipts:
@@ -259,12 +296,12 @@ class Forwarder:
                         with settled:
                             settled.notify_all()
 
-    def _sleep(self, wake: threading.Event) -> bool:
+    def _sleep(self, wake: Bell) -> bool:
         self._asleep = True
         # An event appended before the flag was set saw no sleeping worker: look again.
         woken = bool(self._pending or self._receipts) or wake.wait(IDLE_SECONDS)
         self._asleep = False
-        wake.clear()
+        wake.silence()
         return woken
 
     def _received(self, batch: list[tuple[Any, Route]]) -> list[tuple[Any, Route]]:

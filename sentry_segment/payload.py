@@ -6,13 +6,14 @@ Events are the plain dicts Sentry's serializer produces; anything else in their 
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import json
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any, NamedTuple, Optional
+from typing import Any, Callable, NamedTuple, Optional
 from urllib.parse import quote, urlsplit
 
 from .scrub import FILTERED, Scrubber, patterns
@@ -187,6 +188,11 @@ class ErrorFields(NamedTuple):
     handled: Any = None
 
 
+_new_fields: Callable[[tuple[Any, ...]], ErrorFields] = functools.partial(
+    tuple.__new__, ErrorFields
+)
+
+
 def error_fields(event: Mapping[str, Any], extras: bool = False) -> ErrorFields:
     """The fields of an event that build_track reads; with extras, those `include` reads."""
     get = event.get
@@ -199,28 +205,29 @@ def error_fields(event: Mapping[str, Any], extras: bool = False) -> ErrorFields:
     exception = get("exception")
     values = exception.get("values") if isinstance(exception, dict) else None
     first = values[0] if isinstance(values, list) and values else None
-    fields = ErrorFields(
-        get("event_id"),
-        get("timestamp"),
-        get("level"),
-        get("environment"),
-        get("release"),
-        get("transaction"),
-        user.get("id"),
-        user.get("ip_address"),
-        request.get("url"),
-        request.get("method"),
-        request.get("query_string"),
-        request.get("headers"),
-        request.get("env"),
-        first.get("type") if isinstance(first, dict) else None,
-    )
-    if not extras:
-        return fields
-    return fields._replace(
-        tags=get("tags"),
-        exception_value=first.get("value") if isinstance(first, dict) else None,
-        handled=_handled(values),
+    if not isinstance(first, dict):
+        first = _EMPTY
+    # tuple.__new__ rather than ErrorFields(...): the generated __new__ is a Python frame.
+    return _new_fields(
+        (
+            get("event_id"),
+            get("timestamp"),
+            get("level"),
+            get("environment"),
+            get("release"),
+            get("transaction"),
+            user.get("id"),
+            user.get("ip_address"),
+            request.get("url"),
+            request.get("method"),
+            request.get("query_string"),
+            request.get("headers"),
+            request.get("env"),
+            first.get("type"),
+            get("tags") if extras else None,
+            first.get("value") if extras else None,
+            _handled(values) if extras else None,
+        )
     )
 
 

@@ -28,9 +28,10 @@ def test_a_failing_request_forwards_error_captured_for_user_42(
     assert message["messageId"] == event["event_id"]
 
 
-def test_an_explicit_integration(segment_collector):
+def test_an_explicit_integration(segment_collector, sentry_recorder):
+    # Segment gets what Sentry received: a DSN that answers, not a dead one.
     integration = segment_collector.integration(event_name="Backend Error")
-    sentry_sdk.init(integrations=[integration], dsn="http://public@127.0.0.1:9/1")
+    sentry_sdk.init(integrations=[integration], dsn=sentry_recorder.dsn())
     sentry_sdk.set_user({"id": 7})
     try:
         raise ValueError("x")
