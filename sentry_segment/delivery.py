@@ -52,6 +52,9 @@ POST_INTERVAL_SECONDS = 0.1
 # A Retry-After is waited exactly, and does not count as a retry.
 BACKOFF_FIRST_SECONDS = 0.5
 BACKOFF_CAP_SECONDS = 4.0
+# Flushes stop waiting once a batch failed this often in a row: a single failed post (a blip)
+# is retried within 0.5 s, and a flush (at exit, say) waits for that retry; an outage is not.
+STALLED_AFTER_FAILURES = 2
 # Retry-After waits of one batch, in all, before it counts as failed (Segment's own budget).
 RATE_LIMITED_BUDGET_SECONDS = float(segment_consumer.DEFAULT_MAX_RATE_LIMIT_DURATION)
 # After an answer no retry can change (401, 403, 404, a certificate that does not verify), no
@@ -198,7 +201,7 @@ class Consumer(segment_consumer.Consumer):  # type: ignore[misc]
             else:
                 failures += 1
                 wait = backoff(failures)
-            sink.failing(error, self.timeout)
+            sink.failing(error, self.timeout, stalled=retry_after is not None or failures > 1)
             if failures > self.retries:
                 sink.failed(error, batch)
                 return False
@@ -286,8 +289,10 @@ class Sink:
         # are under way (how many: flushing) the consumer posts without waiting at all.
         self.post_now = threading.Event()
         self.flushing = 0
-        # Since when delivery fails (monotonic), None while it works: flushes do not wait.
+        # Since when delivery fails (monotonic), None while it works; while stalled (failing
+        # for more than a blip) flushes do not wait.
         self.failing_since: Optional[float] = None
+        self.stalled = False
         self.refused_by: Optional[Exception] = None
         self._refused_until = 0.0
         self._dropped_while_failing = 0
@@ -401,15 +406,16 @@ class Sink:
     def wait_until_sent(self, deadline: float) -> bool:
         """Wait until every queued message was posted or given up on, at most until deadline.
 
-        Not while delivery is failing: what is queued stays queued for the next attempt, and
-        the wait returns False at once (at the first failure, if it starts during a post)."""
-        return drain(self.queue, deadline, lambda: self.failing_since is not None)
+        Not while delivery is failing (beyond a blip): what is queued stays queued for the next
+        attempt, and the wait returns False at once (when it stalls, if it starts before)."""
+        return drain(self.queue, deadline, lambda: self.stalled)
 
     def delivered(self, batch: list[dict[str, Any]]) -> None:
         self._settle(batch, "delivered")
         since = self.failing_since
         if since is not None:
             self.failing_since = self.refused_by = None
+            self.stalled = False
             dropped, self._dropped_while_failing = self._dropped_while_failing, 0
             log.warning(
                 "sentry-segment: delivery to %s recovered after %.1f s%s",
@@ -425,8 +431,11 @@ class Sink:
         with contextlib.suppress(Exception):
             self._settle(batch, "failed")
 
-    def failing(self, error: Exception, timeout: Optional[float] = None) -> None:
-        """Delivery failed and will be retried: log it if it was working."""
+    def failing(
+        self, error: Exception, timeout: Optional[float] = None, stalled: bool = True
+    ) -> None:
+        """Delivery failed and will be retried: log it if it was working; stalled, flushes
+        stop waiting."""
         self._start_failing(
             f"{describe_failure(error, self.host, timeout)}; "
             + (
@@ -436,6 +445,8 @@ class Sink:
                 else "not retried (max_retries=0): counted as failed"
             )
         )
+        if stalled:
+            self._stall()
 
     def refuse(self, error: Exception, batch: list[dict[str, Any]]) -> None:
         """An answer no retry can change: fail the batch, and post nothing for a while."""
@@ -447,6 +458,7 @@ class Sink:
             f"{mask(self.write_key)}); not retried: no post for {REFUSED_PAUSE_SECONDS:g} s, "
             "what is forwarded meanwhile counts as failed"
         )
+        self._stall()
 
     def refusing(self) -> bool:
         """Whether posts are paused after an answer no retry can change."""
@@ -477,6 +489,11 @@ class Sink:
                 "until it recovers, which is logged",
                 description,
             )
+
+    def _stall(self) -> None:
+        if self.stalled:
+            return
+        self.stalled = True
         # A flush waiting for this post returns now.
         condition = getattr(self.queue, "all_tasks_done", None)
         if condition is not None:
