@@ -10,13 +10,12 @@ from collections.abc import Iterable, Mapping
 from typing import Any, Optional
 from urllib.parse import urlsplit, urlunsplit
 
-# A run of write-key characters this long, with a letter and a digit, is shown masked wherever
-# a value is echoed: Segment's write keys are 32 letters and digits, and a key pasted into the
-# wrong variable is not known to be one. Host names, rate limits, slugs and names are shorter
-# or have no digit.
+# A run of write-key characters this long, with a letter and a digit or with both cases, is
+# shown masked wherever a value is echoed: Segment's write keys are 32 random letters and
+# digits, and a key pasted into the wrong variable is not known to be one. Host names, rate
+# limits, slugs and include names are shorter or lowercase without digits; a long CamelCase
+# event name is masked in `check` too, the price of never echoing a key.
 _SECRET_LOOKING = re.compile(r"[A-Za-z0-9_\-]{16,}")
-_LETTER = re.compile(r"[A-Za-z]")
-_DIGIT = re.compile(r"[0-9]")
 
 
 def mask(write_key: Optional[str]) -> str:
@@ -51,7 +50,10 @@ class WriteKey(str):
 
 def looks_secret(token: str) -> bool:
     """Whether a token could be a write key or another credential."""
-    return bool(_SECRET_LOOKING.fullmatch(token) and _LETTER.search(token) and _DIGIT.search(token))
+    if not _SECRET_LOOKING.fullmatch(token):
+        return False
+    letter, digit = any(c.isalpha() for c in token), any(c.isdigit() for c in token)
+    return (letter and digit) or (token != token.lower() and token != token.upper())
 
 
 def masked_text(text: str, secrets: Iterable[str] = ()) -> str:
