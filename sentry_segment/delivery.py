@@ -110,6 +110,8 @@ class Consumer(segment_consumer.Consumer):  # type: ignore[misc]
         self.finished = False
         self._held: Optional[tuple[dict[str, Any], int]] = None
         self._last_post = 0.0
+        # When the post in flight started (monotonic), None between posts.
+        self.posting_since: Optional[float] = None
 
     def run(self) -> None:
         try:
@@ -208,8 +210,11 @@ class Consumer(segment_consumer.Consumer):  # type: ignore[misc]
             time.sleep(wait)
 
     def _post(self, batch: list[dict[str, Any]]) -> None:
-        self._last_post = time.monotonic()
-        segment_request.post(self.write_key, self.host, timeout=self.timeout, batch=batch)
+        self._last_post = self.posting_since = time.monotonic()
+        try:
+            segment_request.post(self.write_key, self.host, timeout=self.timeout, batch=batch)
+        finally:
+            self.posting_since = None
 
     def _post_isolating(
         self, batch: list[dict[str, Any]]
@@ -406,9 +411,19 @@ class Sink:
     def wait_until_sent(self, deadline: float) -> bool:
         """Wait until every queued message was posted or given up on, at most until deadline.
 
-        Not while delivery is failing (beyond a blip): what is queued stays queued for the next
-        attempt, and the wait returns False at once (when it stalls, if it starts before)."""
-        return drain(self.queue, deadline, lambda: self.stalled)
+        Not while delivery is stalled (failing beyond a blip, or a post hung through a whole
+        flush): what is queued stays queued for the next attempt, and the wait returns False
+        at once (when it stalls, if it started before)."""
+        started = time.monotonic()
+        if drain(self.queue, deadline, lambda: self.stalled):
+            return True
+        consumer = self._consumer
+        posting_since = consumer.posting_since if consumer is not None else None
+        if posting_since is not None and posting_since <= started:
+            # A post that hung through a whole flush: Segment does not answer (a black hole,
+            # until the post's timeout says so). The next flushes do not wait for it either.
+            self._stall()
+        return False
 
     def delivered(self, batch: list[dict[str, Any]]) -> None:
         self._settle(batch, "delivered")

@@ -472,3 +472,26 @@ def test_what_exit_counts_as_dropped_is_not_counted_again(
 def exit_message(number: int) -> dict[str, Any]:
     return {"type": "track", "event": "Error Captured", "userId": str(number),
             "messageId": f"exit-{number}-{threading.get_ident()}", "properties": {}}  # fmt: skip
+
+
+def test_a_host_that_never_answers_costs_one_flush_not_every_one(
+    init_sentry: InitSentry, black_hole: socket.socket
+) -> None:
+    port = black_hole.getsockname()[1]
+    integration = init_sentry(host=f"http://{LOOPBACK}:{port}", timeout=30)
+    before = capture_errors(3)
+    # Nothing says yet that the post in flight will never be answered: this flush waits.
+    done, took = timed_flush(integration, timeout=0.5)
+    assert not done
+    assert took >= 0.5
+    # It hung through a whole flush: the next ones do not wait for it.
+    for _ in range(3):
+        capture_errors(1)
+        done, took = timed_flush(integration)
+        assert (done, took < FLUSH_OVERHEAD_SECONDS) == (False, True)
+
+    black_hole.close()
+    with SegmentCollector(port=port) as collector:
+        wait_delivered(integration, 6)
+        assert integration.flush(timeout=5)
+        assert set(before) <= {m["messageId"] for m in collector.messages()}
