@@ -59,7 +59,7 @@ STALLED_AFTER_FAILURES = 2
 RATE_LIMITED_BUDGET_SECONDS = float(segment_consumer.DEFAULT_MAX_RATE_LIMIT_DURATION)
 # After an answer no retry can change (401, 403, 404, a certificate that does not verify), no
 # post for this long: what arrives meanwhile counts as failed at once; then one post tries again.
-REFUSED_PAUSE_SECONDS = 300.0
+REFUSED_PAUSE_SECONDS = 60.0
 # Messages Segment refuses one by one (400, 413 after splitting) are logged at most this often.
 REFUSED_MESSAGES_LOG_SECONDS = 300.0
 # Statuses that refuse what the batch holds, not the source: the batch is split to find which.
@@ -310,7 +310,7 @@ class Sink:
         """Queue the messages; count them forwarded, or dropped once Segment's queue is full.
 
         While delivery fails, a full queue keeps the newest messages: each new one takes the
-        place of the oldest queued, which is counted dropped. Those are the errors users see
+        place of the oldest queued, counted in dropped_oldest. Those are the errors users see
         now, and what is captured after an outage ends must not find the queue full of what
         Segment refused during it. While delivery works a full queue is a flood that drains
         within seconds; the new messages are dropped.
@@ -340,7 +340,7 @@ class Sink:
         if dropped:
             owner.add("dropped_queue_full", dropped)
         for evicted_owner, count in evicted.items():
-            evicted_owner.add("dropped_queue_full", count)
+            evicted_owner.add("dropped_oldest", count)
         if evicted or (dropped and self.failing_since is not None):
             self._dropped(dropped + sum(evicted.values()))
         if self.queue.qsize() >= UPLOAD_SIZE:
@@ -370,7 +370,7 @@ class Sink:
         if first:
             log.warning(
                 "sentry-segment: Segment's queue for %s is full while delivery fails: keeping "
-                "the newest %d messages, dropping the oldest (counted in dropped_queue_full; "
+                "the newest %d messages, dropping the oldest (counted in dropped_oldest; "
                 "logged once per outage)",
                 mask_uri(self.host),
                 self.options.max_queue_size,
@@ -436,7 +436,7 @@ class Sink:
                 "sentry-segment: delivery to %s recovered after %.1f s%s",
                 mask_uri(self.host),
                 time.monotonic() - since,
-                f"; {dropped} messages were dropped meanwhile (dropped_queue_full)"
+                f"; {dropped} messages were dropped meanwhile (dropped_oldest, dropped_queue_full)"
                 if dropped
                 else "",
             )
