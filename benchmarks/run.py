@@ -8,7 +8,8 @@
 4. peak RSS after 100,000 captured errors, with / without the integration
 5. with Redis storage: the latency ratios of (1), and the fleet's accuracy
 6. instructions per capture on the capturing thread, with / without (callgrind, repeatable)
-7. flush latency after one error with / without, and idle capture-to-POST latency
+7. flush latency after one error with / without, the same during a Segment outage, and idle
+   capture-to-POST latency
    (benchmarks/delivery.py)
 
     .venv/bin/python benchmarks/run.py [--quick]
@@ -31,7 +32,7 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 from common import external_collector
-from delivery import flush_latency, idle_capture_to_post
+from delivery import flush_during_outage, flush_latency, idle_capture_to_post
 from instructions import per_capture, per_forwarded_event, segment_client_per_message
 from latency import (
     WRITE_KEY,
@@ -377,6 +378,15 @@ def main() -> None:
             "7. sentry_sdk.flush() after one error",
             f"{with_ms:.1f} ms vs {without_ms:.1f} ms: **+{with_ms - without_ms:.1f} ms**",
             "Sentry's real transport to loopback; with: Segment has answered too",
+        )
+    )
+    outage_ms, outage_without_ms, outage_idle_ms = flush_during_outage(rounds)
+    rows.append(
+        (
+            "7. sentry_sdk.flush() during a Segment outage (503)",
+            f"{outage_ms:.1f} ms vs {outage_without_ms:.1f} ms: "
+            f"**+{outage_ms - outage_without_ms:.1f} ms**; no error: {outage_idle_ms:.1f} ms",
+            "after one error, with vs without; the integration does not wait for Segment",
         )
     )
     segment_ms, sentry_ms = idle_capture_to_post(rounds)

@@ -9,17 +9,17 @@ from importlib import import_module
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
-# (module, attribute path, what it must be): "callable", "int", or "module".
+# (module, attribute path, what it must be): "callable", "int", or any "object".
 RELIED_ON = (
     ("sentry_sdk.client", "_Client.capture_event", "callable"),
     ("sentry_sdk.client", "_Client._prepare_event", "callable"),
     ("segment.analytics.consumer", "Consumer.run", "callable"),
-    ("segment.analytics.consumer", "Consumer.next", "callable"),
-    ("segment.analytics.consumer", "Consumer.request", "callable"),
-    ("segment.analytics.consumer", "Consumer.upload", "callable"),
     ("segment.analytics.consumer", "BATCH_SIZE_LIMIT", "int"),
     ("segment.analytics.consumer", "MAX_MSG_SIZE", "int"),
+    ("segment.analytics.consumer", "DEFAULT_MAX_RATE_LIMIT_DURATION", "int"),
     ("segment.analytics.request", "post", "callable"),
+    ("segment.analytics.request", "parse_retry_after", "callable"),
+    ("segment.analytics.request", "_session", "object"),
 )
 # Where a gap is reported from: the package, for its version.
 _PACKAGES = {"sentry_sdk": "sentry-sdk", "segment": "segment-analytics-python"}
@@ -45,8 +45,10 @@ def _present(module_name: str, path: str, kind: str) -> bool:
     except (ImportError, AttributeError):
         return False
     if kind == "int":
-        return isinstance(value, int) and not isinstance(value, bool)
-    return callable(value) and not inspect.isclass(value)
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if kind == "callable":
+        return callable(value) and not inspect.isclass(value)
+    return True
 
 
 def _version(package: str) -> str:
