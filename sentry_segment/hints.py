@@ -45,8 +45,12 @@ def no_dsn() -> str:
 
 def clear_text_host(host: str) -> Optional[str]:
     """A warning when the write key would travel unencrypted to a host off this machine."""
-    parts = urlsplit(host)
-    if parts.scheme != "http" or _is_loopback(parts.hostname or ""):
+    try:
+        parts = urlsplit(host.strip())
+        hostname = parts.hostname or ""
+    except ValueError:  # not a URL at all: the configuration check says so
+        return None
+    if parts.scheme.lower() != "http" or _is_loopback(hostname):
         return None
     return (
         f"{host} is plain http:// and not on this machine: the write key would travel in "
