@@ -74,7 +74,12 @@ def test_the_documented_django_recipe_passes_two_tests_in_a_row(pytester: pytest
     pytest.importorskip("pytest_django")
     pytest.importorskip("django")
     files = documented_files(DOCS)
-    assert set(files) == {"pytest.ini", "shop/settings.py", "shop/urls.py", "tests/test_checkout.py"}
+    assert set(files) == {
+        "pytest.ini",
+        "shop/settings.py",
+        "shop/urls.py",
+        "tests/test_checkout.py",
+    }
     for name, content in files.items():
         path = pytester.path / name
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -86,12 +91,15 @@ def test_the_documented_django_recipe_passes_two_tests_in_a_row(pytester: pytest
 
 # An application initialised at import, in a conftest, with the ini option: each test sees
 # only its own message, even when the one before left its own unflushed.
-MODULE_LEVEL_CONFTEST = IMPORT_ORDER_CONFTEST + """
+MODULE_LEVEL_CONFTEST = (
+    IMPORT_ORDER_CONFTEST
+    + """
 import sentry_sdk
 from sentry_segment import SegmentIntegration
 
 sentry_sdk.init(integrations=[SegmentIntegration()])  # SENTRY_DSN etc. from the ini option
 """
+)
 
 MODULE_LEVEL_TESTS = """
 import os
