@@ -66,8 +66,13 @@ def _json_answer(status: int, content: Any, headers: Optional[dict[str, str]] = 
 
 
 class _Handler(BaseHTTPRequestHandler):
-    # Keep-alive, as Segment's and Sentry's APIs: the clients' connection pools are exercised.
+    # One request per connection (Connection: close), as werkzeug's server that this replaced:
+    # a process forked from C (uWSGI) shares its parent's pooled connections, which a
+    # keep-alive server would then answer interleaved.
     protocol_version = "HTTP/1.1"
+    # Headers and body go out as two writes: with Nagle's algorithm the body would wait for
+    # the client's delayed ACK, 40 ms per request.
+    disable_nagle_algorithm = True
     server: _Server
 
     def do_POST(self) -> None:
@@ -82,6 +87,8 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_header(name, value)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(answer.body)))
+        self.send_header("Connection", "close")
+        self.close_connection = True
         self.end_headers()
         self.wfile.write(answer.body)
 
@@ -156,7 +163,7 @@ class _Loopback:
         self._thread = threading.Thread(
             target=server.serve_forever,
             kwargs={"poll_interval": _POLL_SECONDS},
-            name=f"sentry-segment-{type(self).__name__}",
+            name=f"loopback-{type(self).__name__}",
             daemon=True,
         )
         self._server = server
