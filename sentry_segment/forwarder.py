@@ -19,7 +19,7 @@ from typing import Any, Optional
 
 from sentry_sdk.utils import capture_internal_exception, capture_internal_exceptions, logger
 
-from . import delivery, payload, receipts
+from . import delivery, hints, payload, receipts
 from .config import Options
 from .quiet import QuietClient, quiet_scopes
 from .ratelimit import RateLimit
@@ -83,6 +83,7 @@ class Forwarder:
         self._routes: dict[Optional[str], Route] = {}
         self._reported: set[str] = set()
         self._watch: Optional[receipts.Watch] = None
+        self._hinted_no_user = False
         self._reset()
         _live_forwarders.add(self)
 
@@ -156,6 +157,8 @@ class Forwarder:
         user = event.get("user")
         if not isinstance(user, dict) or user.get("id") is None or payload.user_id(event) is None:
             self.stats.add("skipped_no_user")
+            if not self._hinted_no_user:
+                self._hint_no_user()
             return
         pending = self._pending
         if len(pending) + len(self._awaiting) >= self.options.max_queue_size:
@@ -172,6 +175,11 @@ class Forwarder:
                 wake.ring()
         elif self._worker is None:
             self._wake_worker()
+
+    def _hint_no_user(self) -> None:
+        """Say once, visibly, why errors are not forwarded and what to do."""
+        self._hinted_no_user = True
+        delivery.log.warning("sentry-segment: %s", hints.no_user_id())
 
     def flush(self, deadline: float) -> bool:
         """Hand every queued event to Segment and wait until Segment has answered for each
