@@ -212,8 +212,10 @@ def schema(out: TextIO) -> int:
 
 
 def listen(port: int, out: TextIO, stop: Optional[threading.Event] = None) -> int:
-    """Run a Segment-compatible collector on 127.0.0.1 and print each message that arrives."""
-    from .testing import SegmentCollector
+    """Run a Segment-compatible collector on 127.0.0.1 and print each message that arrives,
+    beside a loopback Sentry endpoint (the next port, or any free one) that takes every event:
+    Segment gets only what Sentry received, so a dead DSN forwards nothing."""
+    from .testing import SegmentCollector, SentryRecorder
 
     stop = stop or threading.Event()
     reader_gone = threading.Event()
@@ -247,10 +249,16 @@ def listen(port: int, out: TextIO, stop: Optional[threading.Event] = None) -> in
             file=sys.stderr,
         )
         return 1
-    with collector:
+    sentry = SentryRecorder(port + 1 if port < 65535 else 0)
+    try:
+        sentry.start()
+    except OSError:
+        sentry = SentryRecorder(0)
+        sentry.start()
+    with collector, sentry:
         print(
             f"listening on {collector.host}: export {ENV['host']}={collector.host} "
-            "(and any write key); Ctrl-C stops",
+            f"(and any write key) SENTRY_DSN={sentry.dsn()} (or your own); Ctrl-C stops",
             file=out,
             flush=True,
         )
