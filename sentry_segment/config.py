@@ -227,13 +227,15 @@ def _names(option: str, value: Any) -> tuple[str, ...]:
     ):
         names = [name.strip() for name in value]
     else:
-        raise _error(option, f"must be a list of names or a comma-separated string, got {value!r}")
+        raise _error(
+            option, f"must be a list of names or a comma-separated string, got {shown(value)}"
+        )
     return tuple(dict.fromkeys(name for name in names if name))
 
 
 def _ip_policy(option: str, value: Any) -> str:
     if not isinstance(value, str) or value.lower() not in IP_POLICIES:
-        raise _error(option, f"must be one of {', '.join(IP_POLICIES)}, got {value!r}")
+        raise _error(option, f"must be one of {', '.join(IP_POLICIES)}, got {shown(value)}")
     return value.lower()
 
 
@@ -356,7 +358,7 @@ class Options:
             rate_limit="; ".join(str(item) for item in self.rate_limit) or "off",
             rate_limit_storage=mask_uri(self.rate_limit_storage),
             include=list(self.include),
-            sensitive_fields=list(self.sensitive_fields),
+            sensitive_fields=[masked_text(name) for name in self.sensitive_fields],
             before_forward=_describe_callable(self.before_forward),
             projects={project: override.describe() for project, override in self.projects.items()},
         )
