@@ -11,7 +11,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import unquote, urlsplit
 
 from limits import RateLimitItem, parse_many
 
@@ -48,14 +48,60 @@ class ConfigurationError(ValueError):
     """An option of SegmentIntegration is missing or invalid."""
 
 
+# Query parameters of a storage URI whose values are secrets (password=, ssl_password=, ...).
+_SECRET_PARAMETER = re.compile(r"pass|pwd|secret|token|auth|credential|api_?key|access_?key", re.I)
+_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*")
+
+
+def _uri_parts(uri: str) -> tuple[str, Optional[str], str, list[tuple[str, str]], str]:
+    """scheme, userinfo (None without one), hosts and path, query pairs, fragment.
+
+    Split by hand rather than with urlsplit: a password may hold an unencoded ``/``, ``?``,
+    ``#`` or ``@``, so userinfo is everything up to the last ``@``.
+    """
+    scheme, rest = uri.split("://", 1)
+    userinfo: Optional[str] = None
+    if "@" in rest:
+        userinfo, rest = rest.rsplit("@", 1)
+    rest, _, fragment = rest.partition("#")
+    location, _, query = rest.partition("?")
+    pairs = [tuple(pair.partition("=")[::2]) for pair in query.split("&")] if query else []
+    return scheme, userinfo, location, pairs, fragment  # type: ignore[return-value]
+
+
 def mask_uri(uri: str) -> str:
-    """A storage URI with any password replaced by ****."""
-    parts = urlsplit(uri)
-    if parts.password is None:
-        return uri
-    host = parts.netloc.rsplit("@", 1)[-1]
-    user = parts.username or ""
-    return urlunsplit(parts._replace(netloc=f"{user}:****@{host}"))
+    """A storage URI with its password, secret query parameters and fragment replaced by ****;
+    a value that is not a URI shows only what looks like its scheme."""
+    if "://" not in uri:
+        prefix = _SCHEME.match(uri)
+        return f"{prefix.group(0)}:****" if prefix and uri[prefix.end() :][:1] == ":" else "****"
+    scheme, userinfo, location, pairs, fragment = _uri_parts(uri)
+    masked = f"{scheme}://"
+    if userinfo is not None:
+        user, has_password, _ = userinfo.partition(":")
+        masked += f"{user}:****@" if has_password else "****@"
+    masked += location
+    if pairs:
+        masked += "?" + "&".join(
+            f"{name}=****" if _SECRET_PARAMETER.search(name) else f"{name}={value}"
+            for name, value in pairs
+        )
+    return masked + ("#****" if fragment else "")
+
+
+def uri_secrets(uri: str) -> list[str]:
+    """The secrets mask_uri hides, as written and percent-decoded: to scrub them from text
+    that a library made (an error message) before it is shown."""
+    if "://" not in uri:
+        return [uri]
+    _, userinfo, _, pairs, fragment = _uri_parts(uri)
+    found = [value for name, value in pairs if _SECRET_PARAMETER.search(name)]
+    if userinfo is not None:
+        user, has_password, password = userinfo.partition(":")
+        found.append(password if has_password else user)
+    found.append(fragment)
+    secrets = {text for value in found for text in (value, unquote(value)) if text}
+    return sorted(secrets, key=len, reverse=True)
 
 
 def mask(write_key: Optional[str]) -> str:
@@ -175,7 +221,8 @@ def _rate_limits(option: str, value: Any) -> tuple[RateLimitItem, ...]:
 
 def _storage(option: str, value: Any) -> str:
     if not isinstance(value, str) or "://" not in value:
-        raise _error(option, f"must be a limits storage URI, got {value!r}")
+        shown = mask_uri(value) if isinstance(value, str) else type(value).__name__
+        raise _error(option, f"must be a limits storage URI (scheme://...), got {shown!r}")
     scheme = value.split("://", 1)[0].lower()
     if value == MEMORY_STORAGE or scheme == "memory":
         return MEMORY_STORAGE

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import logging
 import os
@@ -9,17 +11,34 @@ import subprocess
 import sys
 import textwrap
 import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
-import sentry_sdk
+from hypothesis import assume, given
+from hypothesis import strategies as st
 from limits import parse_many
-from sentry_sdk.scope import Scope
 
-from sentry_segment.ratelimit import STORAGE_RETRY_SECONDS, RateLimit
+from sentry_segment.config import ConfigurationError, mask_uri, resolve
+from sentry_segment.ratelimit import (
+    REDIS_ACL,
+    STORAGE_RETRY_SECONDS,
+    RateLimit,
+    describe_failure,
+)
 from sentry_segment.stats import Stats
 from sentry_segment.testing import SegmentCollector
 
+from .conftest import InitSentry, raise_and_capture
+from .redis_server import (
+    RedisClusterServers,
+    RedisSentinelServers,
+    RedisServer,
+    make_tls_files,
+    require_redis_server,
+)
 from .support import free_port
 
 
@@ -83,24 +102,20 @@ def test_an_unreachable_storage_falls_back_to_this_process_and_comes_back(
 ) -> None:
     stats = Stats()
     limit = RateLimit(tuple(parse_many("3/second")), stats, redis_server.uri)
-    sentry_sdk.init(debug=True)
-    try:
-        with caplog.at_level(logging.WARNING, logger="sentry_sdk.errors"):
-            assert [limit.allow("org") for _ in range(4)] == [True, True, True, False]
-            assert stats.snapshot()["rate_limit_fallback"] == 0
+    # No sentry_sdk.init(debug=True): the warnings show without debug.
+    with caplog.at_level(logging.WARNING, logger="sentry_sdk.errors"):
+        assert [limit.allow("org") for _ in range(4)] == [True, True, True, False]
+        assert stats.snapshot()["rate_limit_fallback"] == 0
 
-            redis_server.stop()
-            time.sleep(1.05)
-            assert [limit.allow("org") for _ in range(4)] == [True, True, True, False]
-            assert stats.snapshot()["rate_limit_fallback"] == 4
+        redis_server.stop()
+        time.sleep(1.05)
+        assert [limit.allow("org") for _ in range(4)] == [True, True, True, False]
+        assert stats.snapshot()["rate_limit_fallback"] == 4
 
-            redis_server.start()
-            time.sleep(STORAGE_RETRY_SECONDS + 0.1)
-            assert limit.allow("org")
-            assert stats.snapshot()["rate_limit_fallback"] == 4
-    finally:
-        sentry_sdk.get_client().close()
-        Scope.get_global_scope().set_client(None)
+        redis_server.start()
+        time.sleep(STORAGE_RETRY_SECONDS + 0.1)
+        assert limit.allow("org")
+        assert stats.snapshot()["rate_limit_fallback"] == 4
     lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("sentry-segment")]
     assert len([line for line in lines if "unreachable" in line]) == 1
     assert len([line for line in lines if "is back" in line]) == 1
@@ -173,3 +188,301 @@ def test_four_processes_share_one_limit_through_redis(
     assert all(report["rate_limit_fallback"] == 0 for report in reports)
     assert 100 < forwarded <= 150
     assert len(segment.wait_for_messages(forwarded)) == forwarded
+
+
+# --- A shared storage that misbehaves: bounded, counted, named, and no secret shown. ---
+
+LIMIT = "20/second"
+PASSWORD = "Pa55-w0rd-never-shown"
+WRONG_PASSWORD = "Wr0ng-pa55-never-shown"
+SECRETS = (PASSWORD, WRONG_PASSWORD, "narrow-pa55-never-shown", "least-pa55-never-shown")
+
+
+@pytest.fixture(scope="module")
+def guarded_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """A Redis with a password, a user without script permissions and a least-privilege one."""
+    server = RedisServer(
+        require_redis_server(),
+        directory=tmp_path_factory.mktemp("guarded"),
+        arguments=[
+            "--requirepass", PASSWORD,
+            "--user", "narrow", "on", ">narrow-pa55-never-shown", "~*", "+get", "+ping",
+            "--user", "least", "on", ">least-pa55-never-shown", *REDIS_ACL.split(),
+        ],
+    )  # fmt: skip
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def tls_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """A Redis that speaks only TLS, with a certificate from a self-signed CA."""
+    binary = require_redis_server()
+    directory = tmp_path_factory.mktemp("tls")
+    server = RedisServer(binary, directory=directory, tls=make_tls_files(directory))
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisClusterServers]:
+    cluster = RedisClusterServers(require_redis_server(), tmp_path_factory.mktemp("cluster"))
+    cluster.start()
+    yield cluster
+    cluster.stop()
+
+
+def connections_received(server: RedisServer) -> int:
+    info = server.client(password=PASSWORD).info("stats")
+    return int(info["total_connections_received"])
+
+
+def storage_warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [
+        record.getMessage()
+        for record in caplog.records
+        if record.name == "sentry_sdk.errors" and record.levelno == logging.WARNING
+    ]
+
+
+def offer_batches(limit: RateLimit, seconds: float) -> tuple[int, int, float]:
+    """Batches of 5 every 50 ms: how many were offered and allowed, and the slowest decision."""
+    offered = allowed = 0
+    slowest = 0.0
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        started = time.monotonic()
+        allowed += limit.allow_many("org", 5)
+        slowest = max(slowest, time.monotonic() - started)
+        offered += 5
+        time.sleep(0.05)
+    return offered, allowed, slowest
+
+
+def check_command(monkeypatch: pytest.MonkeyPatch, storage: str) -> tuple[int, str]:
+    """`sentry-segment check` in this process: its exit code and everything it printed."""
+    from sentry_segment import cli
+
+    monkeypatch.setenv("SENTRY_SEGMENT_WRITE_KEY", "wk_RateLimitCheck_0123456789")
+    monkeypatch.setenv("SENTRY_SEGMENT_RATE_LIMIT", LIMIT)
+    monkeypatch.setenv("SENTRY_SEGMENT_RATE_LIMIT_STORAGE", storage)
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stderr(err):
+        code = cli.main(["check"], out=out)
+    return code, out.getvalue() + err.getvalue()
+
+
+FAILURES = {
+    # case: (storage URI from the servers, words the warning and `check` must say)
+    "unreachable": (lambda g, t: f"redis://127.0.0.1:{free_port()}/0", ["unreachable"]),
+    "cluster-unbuildable": (
+        lambda g, t: f"redis+cluster://127.0.0.1:{free_port()},127.0.0.1:{free_port()}",
+        ["cluster misconfigured or unreachable"],
+    ),
+    "cluster-on-a-plain-redis": (
+        lambda g, t: f"redis+cluster://:{PASSWORD}@127.0.0.1:{g.port}",
+        ["cluster misconfigured or unreachable", "Cluster mode is not enabled"],
+    ),
+    "sentinel-without-service": (
+        lambda g, t: f"redis+sentinel://:{PASSWORD}@127.0.0.1:{free_port()}",
+        ["sentinel misconfigured", "/SERVICE"],
+    ),
+    "wrong-password": (
+        lambda g, t: f"redis://:{WRONG_PASSWORD}@127.0.0.1:{g.port}/0",
+        ["authentication failed"],
+    ),
+    "wrong-password-in-query": (
+        lambda g, t: f"redis://127.0.0.1:{g.port}/0?password={WRONG_PASSWORD}",
+        ["authentication failed"],
+    ),
+    "no-script-permission": (
+        lambda g, t: f"redis://narrow:narrow-pa55-never-shown@127.0.0.1:{g.port}/0",
+        ["permission denied", "evalsha", REDIS_ACL],
+    ),
+    "tls-unverified": (lambda g, t: t.uri, ["TLS verification failed", "ssl_ca_certs"]),
+}
+
+
+@pytest.mark.parametrize("case", list(FAILURES))
+def test_a_failing_storage_gives_the_local_limit_counted_and_named(
+    case: str,
+    guarded_redis: RedisServer,
+    tls_redis: RedisServer,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    make_uri, words = FAILURES[case]
+    uri = make_uri(guarded_redis, tls_redis)
+    stats = Stats()
+    limit = RateLimit(tuple(parse_many(LIMIT)), stats, uri)
+    connections_before = connections_received(guarded_redis)
+    with caplog.at_level(logging.WARNING, logger="sentry_sdk.errors"):
+        offered, allowed, slowest = offer_batches(limit, 1.8)
+    # One 0.25 s attempt at most per call, and the storage is asked (or built) again about once
+    # a second, not for each of the ~40 batches.
+    assert slowest < 0.6
+    assert connections_received(guarded_redis) - connections_before <= 8
+    # The local moving window: 20 in the first second, 20 more after it moved.
+    assert allowed == 40
+    assert stats.snapshot()["rate_limit_fallback"] == offered
+    warnings = storage_warnings(caplog)
+    assert len(warnings) == 1, warnings
+    assert all(word in warnings[0] for word in words), warnings[0]
+    assert mask_uri(uri) in warnings[0]
+
+    code, printed = check_command(monkeypatch, uri)
+    assert code == 1
+    assert all(word in printed for word in words), printed
+    for secret in SECRETS:
+        assert secret not in warnings[0] + printed
+
+
+def test_the_storage_is_built_again_with_back_off(
+    guarded_redis: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A cluster URI aimed at a plain Redis cannot be built: each try connects once or twice.
+    uri = f"redis+cluster://:{PASSWORD}@127.0.0.1:{guarded_redis.port}"
+    limit = RateLimit(tuple(parse_many(LIMIT)), Stats(), uri)
+    before = connections_received(guarded_redis)
+    with caplog.at_level(logging.WARNING, logger="sentry_sdk.errors"):
+        offer_batches(limit, 3.2)  # tries at 0, 1 and 3 s
+    tries = connections_received(guarded_redis) - before
+    assert 3 <= tries <= 6
+    assert len(storage_warnings(caplog)) == 1
+
+
+@pytest.mark.parametrize("user", ["least", "default"])
+def test_a_least_privilege_user_and_tls_share_one_limit(
+    user: str,
+    guarded_redis: RedisServer,
+    tls_redis: RedisServer,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    assert tls_redis.tls is not None
+    uris = {
+        # The ACL line the docs give, and nothing more.
+        "least": f"redis://least:least-pa55-never-shown@127.0.0.1:{guarded_redis.port}/0",
+        "default": f"{tls_redis.uri}/0?ssl_ca_certs={tls_redis.tls['ca.crt']}",
+    }
+    stats = Stats()
+    first, second = (RateLimit(tuple(parse_many("5/second")), stats, uris[user]) for _ in "ab")
+    organization = f"org-{uuid.uuid4().hex}"
+    decisions = [limiter.allow(organization) for _ in range(5) for limiter in (first, second)]
+    assert decisions.count(True) == 5
+    assert stats.snapshot()["rate_limit_fallback"] == 0
+    code, printed = check_command(monkeypatch, uris[user])
+    assert code == 0, printed
+    assert "configuration OK" in printed
+    assert all(secret not in printed for secret in SECRETS)
+
+
+def test_an_unreachable_storage_at_start_forwards_the_local_limit(
+    init_sentry: InitSentry, segment: SegmentCollector, caplog: pytest.LogCaptureFixture
+) -> None:
+    uri = f"redis://:{PASSWORD}@127.0.0.1:{free_port()}/0"
+    with caplog.at_level(logging.WARNING, logger="sentry_sdk.errors"):
+        integration = init_sentry(rate_limit=LIMIT, rate_limit_storage=uri)
+        for number in range(60):
+            raise_and_capture(ValueError(number), user={"id": str(number)})
+        assert integration.flush(timeout=5)
+    assert len(segment.wait_for_messages(20)) == 20
+    time.sleep(0.2)
+    assert len(segment.messages()) == 20
+    stats = integration.stats()
+    assert stats["forwarded"] == 20
+    assert stats["rate_limited"] == 40
+    assert stats["rate_limit_fallback"] == 60
+    warnings = [line for line in storage_warnings(caplog) if "rate-limit storage" in line]
+    assert len(warnings) == 1
+    assert "unreachable" in warnings[0]
+    assert PASSWORD not in warnings[0]
+
+
+def test_sentinel_failover_falls_back_then_shares_the_new_primary(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    servers = RedisSentinelServers(require_redis_server(), tmp_path)
+    servers.start()
+    try:
+        stats = Stats()
+        items = tuple(parse_many(LIMIT))
+        fleet = [RateLimit(items, stats, servers.uri) for _ in range(2)]
+        with caplog.at_level(logging.WARNING, logger="sentry_sdk.errors"):
+            assert sum(limiter.allow_many("org", 15) for limiter in fleet) == 20
+            assert stats.snapshot()["rate_limit_fallback"] == 0
+
+            servers.primary.kill()
+            slowest = 0.0
+            deadline = time.monotonic() + 20
+            while servers.primary_port() != servers.replica.port or not slowest:
+                started = time.monotonic()
+                for limiter in fleet:
+                    limiter.allow_many("org", 5)
+                slowest = max(slowest, time.monotonic() - started)
+                assert time.monotonic() < deadline, "no failover"
+                time.sleep(0.05)
+            assert slowest < 1.0  # two processes' decisions, each one bounded attempt
+            assert stats.snapshot()["rate_limit_fallback"] > 0
+
+            # Past the next probe, both use the new primary: one limit again.
+            time.sleep(STORAGE_RETRY_SECONDS + 1.05)
+            fallback = stats.snapshot()["rate_limit_fallback"]
+            assert sum(limiter.allow_many("org", 15) for limiter in fleet) == 20
+            assert stats.snapshot()["rate_limit_fallback"] == fallback
+        warnings = storage_warnings(caplog)
+        assert any("unreachable" in line for line in warnings)
+        assert "is back" in warnings[-1]
+    finally:
+        servers.stop()
+
+
+@pytest.mark.parametrize(
+    ("uri", "masked"),
+    [
+        ("redis://:s3cret-pw@127.0.0.1:6379/0", "redis://:****@127.0.0.1:6379/0"),
+        ("redis://user:s3cret-pw@h:1/0", "redis://user:****@h:1/0"),
+        ("redis://s3cret-pw@h:1", "redis://****@h:1"),
+        ("redis://h:1/0?password=s3cret-pw&db=1", "redis://h:1/0?password=****&db=1"),
+        (
+            "redis+sentinel://:s3cret-pw@a:1,b:2/svc?sentinel_password=s3cret-pw",
+            "redis+sentinel://:****@a:1,b:2/svc?sentinel_password=****",
+        ),
+        ("rediss://h:1/0?ssl_password=s3cret-pw", "rediss://h:1/0?ssl_password=****"),
+        ("redis://:s3c/ret?p#w@h:1", "redis://:****@h:1"),
+        ("redis:s3cret-pw@h:1", "redis:****"),
+        ("s3cret-pw@h:1", "****"),
+        ("memcached://h:11211", "memcached://h:11211"),
+    ],
+)
+def test_storage_uris_are_shown_without_their_secrets(uri: str, masked: str) -> None:
+    assert mask_uri(uri) == masked
+
+
+@given(
+    password=st.text(min_size=6).filter(lambda p: p.strip() == p and "\x00" not in p),
+    place=st.sampled_from(["userinfo", "query", "malformed"]),
+)
+def test_any_storage_password_is_masked_everywhere(password: str, place: str) -> None:
+    uri = {
+        "userinfo": f"redis://user:{password}@127.0.0.1:6379/0",
+        "query": f"redis://127.0.0.1:6379/0?db=0&password={password}",
+        "malformed": f"redis:{password}@127.0.0.1:6379",
+    }[place]
+    assume("*" not in password)
+    assume(not ({"&", "@"} & set(password)) or place != "query")
+    assume(password not in uri.replace(password, ""))
+    assume(password not in repr(resolve(write_key="wk_MaskTest_0123456789", environ={})))
+    assert password not in mask_uri(uri)
+    if place == "malformed":
+        assume("://" not in f"redis:{password}")
+        with pytest.raises(ConfigurationError) as refused:
+            resolve(write_key="wk_MaskTest_0123456789", rate_limit_storage=uri, environ={})
+        assert password not in str(refused.value)
+    else:
+        options = resolve(write_key="wk_MaskTest_0123456789", rate_limit_storage=uri, environ={})
+        assert password not in repr(options)
+        assert password not in json.dumps(options.describe(), default=str)
+    failure = describe_failure(ValueError(f"refused {password} at {uri}"), uri)
+    assert password not in failure or place == "malformed"
