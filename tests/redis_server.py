@@ -4,6 +4,7 @@ with a replica watched by a Sentinel."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -23,9 +24,9 @@ CLUSTER_SLOTS = 16384
 SENTINEL_SERVICE = "segment"
 CLUSTER_NODE_ARGUMENTS = [
     "--cluster-enabled", "yes",
-    # Long enough that a short fault never marks a node failed: the other masters go on
-    # serving their slots, and the node comes back as it was.
-    "--cluster-node-timeout", "15000",
+    # Longer than the tests' faults, so that no node is marked failed (the other masters go on
+    # serving their slots); a restarted master also waits this long before it serves again.
+    "--cluster-node-timeout", "1500",
     "--cluster-require-full-coverage", "no",
 ]  # fmt: skip
 
@@ -40,6 +41,15 @@ def require_redis_server() -> str:
     return binary
 
 
+def free_ports(count: int) -> list[int]:
+    """Distinct loopback ports nothing listens on, found together so that none repeats."""
+    with contextlib.ExitStack() as stack:
+        probes = [stack.enter_context(socket.socket()) for _ in range(count)]
+        for probe in probes:
+            probe.bind(("127.0.0.1", 0))
+        return [int(probe.getsockname()[1]) for probe in probes]
+
+
 def make_tls_files(directory: Path) -> dict[str, Path]:
     """A self-signed CA and a server certificate it signed for 127.0.0.1, made with openssl."""
     openssl = shutil.which("openssl")
@@ -50,7 +60,7 @@ def make_tls_files(directory: Path) -> dict[str, Path]:
     files = {name: directory / name for name in ("ca.crt", "ca.key", "server.crt", "server.key")}
     (directory / "san.ext").write_text("subjectAltName=IP:127.0.0.1\n")
     key = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
-    commands = [
+    commands: list[list[Any]] = [
         [openssl, "req", "-x509", *key, "-keyout", files["ca.key"], "-out", files["ca.crt"],
          "-days", "1", "-subj", "/CN=sentry-segment test CA"],
         [openssl, "req", *key, "-keyout", files["server.key"], "-out", directory / "server.csr",
@@ -60,7 +70,7 @@ def make_tls_files(directory: Path) -> dict[str, Path]:
          "-extfile", directory / "san.ext"],
     ]  # fmt: skip
     for command in commands:
-        subprocess.run(command, check=True, capture_output=True, timeout=30)
+        subprocess.run([str(part) for part in command], check=True, capture_output=True, timeout=30)
     return files
 
 
@@ -160,11 +170,22 @@ class RedisClusterServers:
     """Three masters, no replicas, each serving a third of the slots."""
 
     def __init__(self, binary: str, directory: Path, masters: int = 3) -> None:
+        # Each node's bus on its own free port: the default, port + 10000, may be taken or
+        # past 65535.
+        ports = free_ports(2 * masters)
+        self.bus_ports = ports[masters:]
         self.nodes = [
             RedisServer(
                 binary,
+                ports[index],
                 directory=directory,
-                arguments=[*CLUSTER_NODE_ARGUMENTS, "--cluster-config-file", f"nodes-{index}.conf"],
+                arguments=[
+                    *CLUSTER_NODE_ARGUMENTS,
+                    "--cluster-config-file",
+                    f"nodes-{index}.conf",
+                    "--cluster-port",
+                    str(self.bus_ports[index]),
+                ],
             )
             for index in range(masters)
         ]
@@ -180,8 +201,10 @@ class RedisClusterServers:
         for index, node in enumerate(self.nodes):
             last = CLUSTER_SLOTS - 1 if index == len(self.nodes) - 1 else (index + 1) * share - 1
             node.client().execute_command("CLUSTER", "ADDSLOTS", *range(index * share, last + 1))
-        for node in self.nodes[1:]:
-            self.nodes[0].client().execute_command("CLUSTER", "MEET", "127.0.0.1", node.port)
+        for node, bus_port in zip(self.nodes[1:], self.bus_ports[1:]):
+            self.nodes[0].client().execute_command(
+                "CLUSTER", "MEET", "127.0.0.1", node.port, bus_port
+            )
         deadline = time.monotonic() + 20
         while not all(self._ready(node) for node in self.nodes):
             assert time.monotonic() < deadline, "the cluster did not form"
@@ -254,7 +277,7 @@ class RedisSentinelServers:
         import redis
 
         try:
-            sentinel = redis.Redis(host="127.0.0.1", port=self.sentinel_port, socket_timeout=2)
+            sentinel: Any = redis.Redis(host="127.0.0.1", port=self.sentinel_port, socket_timeout=2)
             address = sentinel.execute_command(
                 "SENTINEL", "GET-MASTER-ADDR-BY-NAME", SENTINEL_SERVICE
             )

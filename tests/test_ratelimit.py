@@ -14,7 +14,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import pytest
 from hypothesis import assume, given
@@ -23,6 +23,7 @@ from limits import parse_many
 
 from sentry_segment.config import ConfigurationError, mask_uri, resolve
 from sentry_segment.ratelimit import (
+    NAMESPACE,
     REDIS_ACL,
     STORAGE_RETRY_SECONDS,
     RateLimit,
@@ -274,7 +275,7 @@ def check_command(monkeypatch: pytest.MonkeyPatch, storage: str) -> tuple[int, s
     return code, out.getvalue() + err.getvalue()
 
 
-FAILURES = {
+FAILURES: dict[str, tuple[Callable[[RedisServer, RedisServer], str], list[str]]] = {
     # case: (storage URI from the servers, words the warning and `check` must say)
     "unreachable": (lambda g, t: f"redis://127.0.0.1:{free_port()}/0", ["unreachable"]),
     "cluster-unbuildable": (
@@ -486,3 +487,124 @@ def test_any_storage_password_is_masked_everywhere(password: str, place: str) ->
         assert password not in json.dumps(options.describe(), default=str)
     failure = describe_failure(ValueError(f"refused {password} at {uri}"), uri)
     assert password not in failure or place == "malformed"
+
+
+# Each process captures about 60 errors a second against a shared 20/second, stamps when the
+# worker decides each (before_forward runs just before the decision of its batch) and how long
+# each waited in the queue, and flushes once while the parent holds the storage's fault.
+FAULT_SCRIPT = textwrap.dedent(
+    """
+    import json, os, sys, time, sentry_sdk
+    from sentry_segment import SegmentIntegration
+
+    waits = []
+
+    def stamp(message, event):
+        now = time.time()
+        waits.append(now - float(event["tags"]["captured_at"]))
+        message["properties"]["decidedAt"] = now
+        return message
+
+    integration = SegmentIntegration(rate_limit="20/second", before_forward=stamp)
+    sentry_sdk.init(dsn=os.environ["TEST_DSN"], integrations=[integration])
+    print("ready", flush=True)
+    start_at, flush_at, end_at = map(float, sys.stdin.readline().split())
+    time.sleep(max(0.0, start_at - time.time()))
+    flushed = None
+    number = 0
+    while time.time() < end_at:
+        if flushed is None and time.time() >= flush_at:
+            began = time.monotonic()
+            flushed = [integration.flush(timeout=2), time.monotonic() - began]
+        with sentry_sdk.new_scope() as scope:
+            scope.set_user({"id": f"{os.getpid()}-{number}"})
+            scope.set_tag("captured_at", repr(time.time()))
+            try:
+                raise ValueError(number)
+            except ValueError:
+                sentry_sdk.capture_exception()
+        number += 1
+        time.sleep(1 / 60)
+    integration.flush(timeout=10)
+    print(json.dumps({**integration.stats(), "flushed": flushed, "max_wait": max(waits)}))
+    """
+)
+
+
+def most_in_any_window(stamps: list[float], start: float, end: float, width: float = 1.0) -> int:
+    """The most stamps in any window of ``width`` seconds that starts within [start, end)."""
+    inside = sorted(stamp for stamp in stamps if start <= stamp)
+    return max(
+        (
+            len([s for s in inside[index:] if s < first + width])
+            for index, first in enumerate(inside)
+            if first < end
+        ),
+        default=0,
+    )
+
+
+@pytest.mark.parametrize("fault", ["SIGSTOP", "SIGKILL"])
+def test_a_cluster_master_that_hangs_or_dies_costs_one_bounded_attempt(
+    fault: str, redis_cluster: RedisClusterServers, segment: SegmentCollector
+) -> None:
+    processes_count, limit = 2, 20
+    items = tuple(parse_many(LIMIT))
+    master = redis_cluster.node_for("LIMITS:" + items[0].key_for(NAMESPACE, "127.0.0.1:public"))
+    environ = {
+        **os.environ,
+        "SENTRY_SEGMENT_WRITE_KEY": "wk_ClusterFault_0123456789",
+        "SENTRY_SEGMENT_HOST": segment.host,
+        "SENTRY_SEGMENT_RATE_LIMIT_STORAGE": redis_cluster.uri,
+        "TEST_DSN": f"http://public@127.0.0.1:{free_port()}/1",
+    }
+    processes = [
+        subprocess.Popen(
+            [sys.executable, "-c", FAULT_SCRIPT],
+            env=environ,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(processes_count)
+    ]
+    for process in processes:
+        assert process.stdout is not None
+        assert process.stdout.readline() == "ready\n"
+    start = time.time() + 0.3
+    # A restarted master serves again about 3 s later (it waits the cluster's node timeout).
+    fault_at, flush_at = start + 1.5, start + 2.0
+    end_at = start + (5.0 if fault == "SIGSTOP" else 8.5)
+    for process in processes:
+        assert process.stdin is not None
+        process.stdin.write(f"{start} {flush_at} {end_at}\n")
+        process.stdin.flush()
+    try:
+        time.sleep(max(0.0, fault_at - time.time()))
+        master.pause() if fault == "SIGSTOP" else master.kill()
+        time.sleep(1.2)
+        master.resume() if fault == "SIGSTOP" else redis_cluster.restart(master)
+        back_at = time.time()
+        reports = [json.loads(process.communicate(timeout=60)[0]) for process in processes]
+    finally:
+        if master.process is None:
+            redis_cluster.restart(master)
+        else:
+            master.resume()
+    forwarded = sum(report["forwarded"] for report in reports)
+    messages = segment.wait_for_messages(forwarded)
+    assert len(messages) == forwarded
+    stamps = [message["properties"]["decidedAt"] for message in messages]
+    # Nothing waited long in the queue: the hung or dead master cost one 0.25 s attempt.
+    assert max(report["max_wait"] for report in reports) < 0.75, reports
+    # A flush during the fault handed everything to Segment in time, decided locally.
+    assert all(report["flushed"][0] for report in reports), reports
+    assert all(report["rate_limit_fallback"] > 0 for report in reports), reports
+    # Forwarding went on during the fault, each process under its own limit.
+    assert len([s for s in stamps if fault_at + 0.5 <= s < back_at]) >= limit
+    assert most_in_any_window(stamps, start, end_at) <= processes_count * limit
+    # Before the fault and once the storage was asked again after it: one shared limit.
+    assert most_in_any_window(stamps, start, fault_at - 1.0) <= limit
+    recovered = back_at + STORAGE_RETRY_SECONDS + 0.3
+    assert most_in_any_window(stamps, recovered, end_at) <= limit
+    assert len([s for s in stamps if s >= recovered]) > 0
