@@ -3,13 +3,14 @@ with the process's own memory as the fallback while that storage cannot be built
 
 from __future__ import annotations
 
+import contextvars
 import inspect
 import logging
 import threading
 import time
 import uuid
 from collections.abc import Iterator
-from typing import Any, Optional
+from typing import Any, Callable, Optional, TypeVar
 
 from limits import RateLimitItem, RateLimitItemPerSecond
 from limits.storage import MemoryStorage, MovingWindowSupport, Storage, storage_from_string
@@ -26,6 +27,12 @@ from .stats import Stats
 NAMESPACE = "sentry-segment"
 # Every call to a shared storage gets one attempt of at most this long: no client-side retry.
 STORAGE_TIMEOUT_SECONDS = 0.25
+# The most the worker waits for one decision (a few round trips) or for building the storage's
+# client, whatever the client does inside: redis-py's cluster client, after a failed call,
+# first asks the cluster for its layout again, which may reach the failed node once more (two
+# attempts). Not tighter: on a starved CPU a healthy storage's answer can take that long.
+DECISION_DEADLINE_SECONDS = 2 * STORAGE_TIMEOUT_SECONDS
+BUILD_DEADLINE_SECONDS = 4 * STORAGE_TIMEOUT_SECONDS
 # While the storage does not answer, the worker asks it again this often (one real decision);
 # events in between are limited in this process.
 STORAGE_RETRY_SECONDS = 1.0
@@ -34,11 +41,43 @@ STORAGE_REBUILD_MAX_SECONDS = 30.0
 # Reads of the remaining budget before giving up on a batch that other processes contend for.
 TAKE_ATTEMPTS = 3
 # What a least-privilege Redis user needs for the moving window: the scripts and what they run.
-REDIS_ACL = (
-    "+evalsha +script|load +lindex +lpush +ltrim +expire +ping ~LIMITS:LIMITER/sentry-segment/*"
-)
+REDIS_ACL = "+evalsha +script|load +lindex +lpush +ltrim +expire ~LIMITS:LIMITER/sentry-segment/*"
 # A Redis Cluster client also reads the cluster's layout and commands.
-REDIS_CLUSTER_ACL = "+cluster|slots +cluster|shards +command"
+REDIS_CLUSTER_ACL = "+cluster|slots +command"
+
+
+Result = TypeVar("Result")
+
+
+class StorageTimeout(TimeoutError):
+    """The storage's client did not finish a decision, or building itself, in time."""
+
+
+def within(seconds: float, call: Callable[[], Result]) -> Result:
+    """call's result, on a short-lived thread in this thread's context (the integration's quiet
+    Sentry scopes), or StorageTimeout once it takes longer than ``seconds``; what it does after
+    that (one more bounded attempt at most) is not waited for."""
+    outcome: list[tuple[bool, Any]] = []
+    done = threading.Event()
+
+    def run() -> None:
+        try:
+            outcome.append((True, call()))
+        except BaseException as error:
+            outcome.append((False, error))
+        finally:
+            done.set()
+
+    context = contextvars.copy_context()
+    threading.Thread(
+        target=context.run, args=(run,), name="sentry-segment-storage", daemon=True
+    ).start()
+    if not done.wait(seconds):
+        raise StorageTimeout(f"no answer within {seconds:g} s")
+    succeeded, value = outcome[0]
+    if succeeded:
+        return value  # type: ignore[no-any-return]
+    raise value
 
 
 def strategy_for(storage: Storage) -> RateLimiter:
@@ -294,7 +333,10 @@ class RateLimit:
                 if wanted == 0:
                     return 0
                 try:
-                    allowed = self._take(shared, organization, wanted)
+                    allowed = within(
+                        DECISION_DEADLINE_SECONDS,
+                        lambda: self._take(shared, organization, wanted),
+                    )
                 except Exception as error:
                     self._fall_back(error, STORAGE_RETRY_SECONDS)
                 else:
@@ -318,8 +360,9 @@ class RateLimit:
         return mask_uri(self._storage_uri)
 
     def _build(self) -> Optional[RateLimiter]:
+        uri = self._storage_uri
         try:
-            self._shared = strategy_for(build_storage(self._storage_uri))
+            self._shared = within(BUILD_DEADLINE_SECONDS, lambda: strategy_for(build_storage(uri)))
         except Exception as error:
             self._failed_builds += 1
             backoff = min(2.0 ** (self._failed_builds - 1), STORAGE_REBUILD_MAX_SECONDS)
