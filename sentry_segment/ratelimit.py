@@ -27,10 +27,10 @@ from .stats import Stats
 NAMESPACE = "sentry-segment"
 # Every call to a shared storage gets one attempt of at most this long: no client-side retry.
 STORAGE_TIMEOUT_SECONDS = 0.25
-# The most the worker waits for one decision (a few round trips) or for building the storage's
-# client, whatever the client does inside: redis-py's cluster client, after a failed call,
-# first asks the cluster for its layout again, which may reach the failed node once more (two
-# attempts). Not tighter: on a starved CPU a healthy storage's answer can take that long.
+# The most the worker waits for building the storage's client, or for one decision (a few
+# round trips) of a client that may try a failed node again inside one call: redis-py's
+# cluster client first asks the cluster for its layout again. Not tighter: on a starved CPU a
+# healthy storage's answer can take that long.
 DECISION_DEADLINE_SECONDS = 2 * STORAGE_TIMEOUT_SECONDS
 BUILD_DEADLINE_SECONDS = 4 * STORAGE_TIMEOUT_SECONDS
 # While the storage does not answer, the worker asks it again this often (one real decision);
@@ -313,6 +313,9 @@ class RateLimit:
         self._memory = MemoryStorage()
         self._local = strategy_for(self._memory)
         self._uses_shared = bool(items) and storage_uri != MEMORY_STORAGE
+        # Other clients make one bounded attempt per call: no thread for them (it costs more
+        # than the round trips of a decision).
+        self._needs_deadline = storage_uri.lower().startswith("redis+cluster://")
         self._shared: Optional[RateLimiter] = None
         self._ask_shared_at = 0.0
         self._failed_builds = 0
@@ -333,10 +336,7 @@ class RateLimit:
                 if wanted == 0:
                     return 0
                 try:
-                    allowed = within(
-                        DECISION_DEADLINE_SECONDS,
-                        lambda: self._take(shared, organization, wanted),
-                    )
+                    allowed = self._decide(shared, organization, wanted)
                 except Exception as error:
                     self._fall_back(error, STORAGE_RETRY_SECONDS)
                 else:
@@ -358,6 +358,13 @@ class RateLimit:
     @property
     def _where(self) -> str:
         return mask_uri(self._storage_uri)
+
+    def _decide(self, shared: RateLimiter, organization: str, count: int) -> int:
+        if self._needs_deadline:
+            return within(
+                DECISION_DEADLINE_SECONDS, lambda: self._take(shared, organization, count)
+            )
+        return self._take(shared, organization, count)
 
     def _build(self) -> Optional[RateLimiter]:
         uri = self._storage_uri
