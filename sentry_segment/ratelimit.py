@@ -41,7 +41,9 @@ STORAGE_REBUILD_MAX_SECONDS = 30.0
 # Reads of the remaining budget before giving up on a batch that other processes contend for.
 TAKE_ATTEMPTS = 3
 # What a least-privilege Redis user needs for the moving window: the scripts and what they run.
-REDIS_ACL = "+evalsha +script|load +lindex +lpush +ltrim +expire ~LIMITS:LIMITER/sentry-segment/*"
+REDIS_ACL = (
+    "+evalsha +script|load +lindex +lrange +lpush +ltrim +expire ~LIMITS:LIMITER/sentry-segment/*"
+)
 # A Redis Cluster client also reads the cluster's layout and commands.
 REDIS_CLUSTER_ACL = "+cluster|slots +command"
 

@@ -621,3 +621,9 @@ def test_a_cluster_master_that_hangs_or_dies_costs_one_bounded_attempt(
     recovered = back_at + STORAGE_RETRY_SECONDS + 0.3
     assert most_in_any_window(stamps, recovered, end_at) <= limit
     assert len([s for s in stamps if s >= recovered]) > 0
+
+
+def test_the_docs_give_the_acl_lines_the_tests_use() -> None:
+    text = (Path(__file__).resolve().parent.parent / "docs" / "how-it-works.md").read_text()
+    assert REDIS_ACL in text
+    assert f"`{REDIS_CLUSTER_ACL}`" in text
