@@ -127,8 +127,9 @@ def storage_options(uri: str) -> dict[str, Any]:
         **_no_retry(),
     }
     if scheme == "redis+sentinel":
-        # The sentinels themselves are asked with the same bound.
-        return {**bounded, "sentinel_kwargs": dict(bounded)}
+        # The sentinels themselves are asked with the same bound; the window is read from the
+        # primary, where it is written, not from a replica that may lag behind it.
+        return {**bounded, "sentinel_kwargs": dict(bounded), "use_replicas": False}
     if scheme == "redis+cluster":
         from redis.cluster import RedisCluster
 
