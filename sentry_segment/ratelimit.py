@@ -57,8 +57,8 @@ class StorageTimeout(TimeoutError):
 
 def within(seconds: float, call: Callable[[], Result]) -> Result:
     """call's result, on a short-lived thread in this thread's context (the integration's quiet
-    Sentry scopes), or StorageTimeout once it takes longer than ``seconds``; what it does after
-    that (one more bounded attempt at most) is not waited for."""
+    Sentry scopes), or StorageTimeout once it takes longer than ``seconds``; the rest of the
+    call, each of its attempts bounded by the client's timeouts, is not waited for."""
     outcome: list[tuple[bool, Any]] = []
     done = threading.Event()
 
@@ -322,7 +322,8 @@ class RateLimit:
         self._shared: Optional[RateLimiter] = None
         self._ask_shared_at = 0.0
         self._failed_builds = 0
-        self._failure: Optional[str] = None
+        self._failing = False
+        self._logged_failures: set[str] = set()
 
     def allow(self, organization: str) -> bool:
         """Take one unit from every limit of the organization, or none when any is spent."""
@@ -385,18 +386,22 @@ class RateLimit:
         self._ask_shared_at = time.monotonic() + retry_in
         failure = describe_failure(error, self._storage_uri)
         kind = failure.split(" (", 1)[0]
-        if self._failure is None or self._failure.split(" (", 1)[0] != kind:
+        # Once per kind of failure while the storage is away (a dead cluster master is first
+        # unreachable, then the cluster says it is down): a flapping one logs no more.
+        if kind not in self._logged_failures:
+            self._logged_failures.add(kind)
             warn(
                 "sentry-segment: rate-limit storage %s %s; limiting in this process (counted "
                 "in rate_limit_fallback) until it answers again",
                 self._where,
                 failure,
             )
-        self._failure = failure
+        self._failing = True
 
     def _recovered(self) -> None:
-        if self._failure is not None:
-            self._failure = None
+        if self._failing:
+            self._failing = False
+            self._logged_failures.clear()
             warn(
                 "sentry-segment: rate-limit storage %s is back; the limit is shared again",
                 self._where,
