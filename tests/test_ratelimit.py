@@ -236,6 +236,13 @@ def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisClu
     cluster.stop()
 
 
+@pytest.fixture(scope="module")
+def storage_servers(
+    guarded_redis: RedisServer, tls_redis: RedisServer
+) -> tuple[RedisServer, RedisServer]:
+    return guarded_redis, tls_redis
+
+
 def connections_received(server: RedisServer) -> int:
     info = server.client(password=PASSWORD).info("stats")
     return int(info["total_connections_received"])
@@ -390,12 +397,19 @@ def test_a_least_privilege_user_and_tls_share_one_limit(
     assert all(secret not in printed for secret in SECRETS)
 
 
-def test_an_unreachable_storage_at_start_forwards_the_local_limit(
-    init_sentry: InitSentry, segment: SegmentCollector, caplog: pytest.LogCaptureFixture
+@pytest.mark.parametrize(
+    "case", ["unreachable", "wrong-password", "no-script-permission", "tls-unverified"]
+)
+def test_a_failing_storage_at_start_forwards_the_local_limit(
+    case: str,
+    storage_servers: tuple[RedisServer, RedisServer],
+    init_sentry: InitSentry,
+    segment: SegmentCollector,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
-    uri = f"redis://:{PASSWORD}@127.0.0.1:{free_port()}/0"
+    make_uri, words = FAILURES[case]
     with caplog.at_level(logging.WARNING, logger="sentry_sdk.errors"):
-        integration = init_sentry(rate_limit=LIMIT, rate_limit_storage=uri)
+        integration = init_sentry(rate_limit=LIMIT, rate_limit_storage=make_uri(*storage_servers))
         for number in range(60):
             raise_and_capture(ValueError(number), user={"id": str(number)})
         assert integration.flush(timeout=5)
@@ -408,8 +422,8 @@ def test_an_unreachable_storage_at_start_forwards_the_local_limit(
     assert stats["rate_limit_fallback"] == 60
     warnings = [line for line in storage_warnings(caplog) if "rate-limit storage" in line]
     assert len(warnings) == 1
-    assert "unreachable" in warnings[0]
-    assert PASSWORD not in warnings[0]
+    assert all(word in warnings[0] for word in words), warnings[0]
+    assert all(secret not in warnings[0] for secret in SECRETS)
 
 
 def test_sentinel_failover_falls_back_then_shares_the_new_primary(
