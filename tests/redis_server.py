@@ -25,8 +25,8 @@ SENTINEL_SERVICE = "segment"
 CLUSTER_NODE_ARGUMENTS = [
     "--cluster-enabled", "yes",
     # Longer than the tests' faults, so that no node is marked failed (the other masters go on
-    # serving their slots); a restarted master also waits this long before it serves again.
-    "--cluster-node-timeout", "1500",
+    # serving their slots).
+    "--cluster-node-timeout", "3000",
     "--cluster-require-full-coverage", "no",
 ]  # fmt: skip
 
