@@ -153,7 +153,8 @@ def _rate_limits(option: str, value: Any) -> tuple[RateLimitItem, ...]:
 
 def _storage(option: str, value: Any) -> str:
     if not isinstance(value, str) or "://" not in value:
-        raise _error(option, f"must be a limits storage URI, got {shown(value)}")
+        given = mask_uri(value) if isinstance(value, str) else type(value).__name__
+        raise _error(option, f"must be a limits storage URI (scheme://...), got {given!r}")
     scheme = value.split("://", 1)[0].lower()
     if value == MEMORY_STORAGE or scheme == "memory":
         return MEMORY_STORAGE
