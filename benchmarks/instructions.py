@@ -36,13 +36,19 @@ SCRIPT = textwrap.dedent(
 
     integration, with_user, captures = sys.argv[1], sys.argv[2] == "1", int(sys.argv[3])
     capture_once = getattr(latency, sys.argv[4])
+    dsn = None
+    if sys.argv[5] == "http":
+        from sentry_segment.testing import SentryRecorder
+        sentry = SentryRecorder()
+        sentry.start()
+        dsn = sentry.dsn()
     if integration == "inert":
         SegmentIntegration.setup_once = staticmethod(lambda: None)
     integrations = []
     if integration != "none":
         integrations = [SegmentIntegration(write_key=WRITE_KEY, host="http://127.0.0.1:9",
                                            rate_limit="off")]
-    client = make_client(integrations)
+    client = make_client(integrations, dsn)
     user = {{"id": 1}} if with_user else None
     for _ in range(50):
         capture_once(client, user)
@@ -53,24 +59,42 @@ SCRIPT = textwrap.dedent(
     """
 )
 
-# case: (integration, with a user, the function of latency.py that raises and captures)
-CASES = {
-    "forwarded": ("segment", True, "capture_once"),
-    "forwarded, baseline": ("none", True, "capture_once"),
-    "forwarded, inert integration": ("inert", True, "capture_once"),
-    "skipped": ("segment", False, "capture_once"),
-    "skipped, baseline": ("none", False, "capture_once"),
-    "skipped, inert integration": ("inert", False, "capture_once"),
-    "forwarded, one at a time": ("segment", True, "capture_spaced"),
-    "forwarded, one at a time, baseline": ("none", True, "capture_spaced"),
-    "forwarded, one at a time, inert integration": ("inert", True, "capture_spaced"),
-    "skipped, one at a time": ("segment", False, "capture_spaced"),
-    "skipped, one at a time, baseline": ("none", False, "capture_spaced"),
-    "skipped, one at a time, inert integration": ("inert", False, "capture_spaced"),
-    "forwarded, typical": ("segment", True, "capture_typical"),
-    "forwarded, typical, baseline": ("none", True, "capture_typical"),
-    "skipped, typical": ("segment", False, "capture_typical"),
-    "skipped, typical, baseline": ("none", False, "capture_typical"),
+# case: (integration, with a user, the function of latency.py that raises and captures, and
+# the transport: one that drops envelopes as it is handed them, or sentry-sdk's HTTP transport
+# posting to a loopback Sentry on its own thread, as in production)
+CASES: dict[str, tuple[str, bool, str, str]] = {
+    "forwarded, one at a time, HTTP transport": ("segment", True, "capture_spaced", "http"),
+    "forwarded, one at a time, HTTP transport, baseline": ("none", True, "capture_spaced", "http"),
+    "forwarded, one at a time, HTTP transport, inert integration": (
+        "inert",
+        True,
+        "capture_spaced",
+        "http",
+    ),
+    "skipped, one at a time, HTTP transport": ("segment", False, "capture_spaced", "http"),
+    "skipped, one at a time, HTTP transport, baseline": ("none", False, "capture_spaced", "http"),
+    "skipped, one at a time, HTTP transport, inert integration": (
+        "inert",
+        False,
+        "capture_spaced",
+        "http",
+    ),
+    "forwarded": ("segment", True, "capture_once", "dropping"),
+    "forwarded, baseline": ("none", True, "capture_once", "dropping"),
+    "forwarded, inert integration": ("inert", True, "capture_once", "dropping"),
+    "skipped": ("segment", False, "capture_once", "dropping"),
+    "skipped, baseline": ("none", False, "capture_once", "dropping"),
+    "skipped, inert integration": ("inert", False, "capture_once", "dropping"),
+    "forwarded, one at a time": ("segment", True, "capture_spaced", "dropping"),
+    "forwarded, one at a time, baseline": ("none", True, "capture_spaced", "dropping"),
+    "forwarded, one at a time, inert integration": ("inert", True, "capture_spaced", "dropping"),
+    "skipped, one at a time": ("segment", False, "capture_spaced", "dropping"),
+    "skipped, one at a time, baseline": ("none", False, "capture_spaced", "dropping"),
+    "skipped, one at a time, inert integration": ("inert", False, "capture_spaced", "dropping"),
+    "forwarded, typical": ("segment", True, "capture_typical", "dropping"),
+    "forwarded, typical, baseline": ("none", True, "capture_typical", "dropping"),
+    "skipped, typical": ("segment", False, "capture_typical", "dropping"),
+    "skipped, typical, baseline": ("none", False, "capture_typical", "dropping"),
 }
 # A typical capture executes about six times the instructions of the smallest one.
 TYPICAL_SHARE = 4
@@ -94,11 +118,11 @@ def callgrind_instructions(arguments: list[str], *options: str, thread: str = ""
     return int(summary.group(1))
 
 
-def measured_instructions(
-    script: Path, integration: str, with_user: bool, capture: str, captures: int
+def measured_instructions(  # noqa: PLR0917 (a case's fields, then its count)
+    script: Path, integration: str, with_user: bool, capture: str, transport: str, captures: int
 ) -> int:
     return callgrind_instructions(
-        [str(script), integration, "1" if with_user else "0", str(captures), capture],
+        [str(script), integration, "1" if with_user else "0", str(captures), capture, transport],
         "--separate-threads=yes",
         "--collect-atstart=no",
         "--toggle-collect=functools_reduce",
@@ -111,7 +135,7 @@ def per_capture(captures: int) -> Optional[dict[str, float]]:
     if shutil.which("valgrind") is None:
         return None
 
-    def count(case: tuple[str, bool, str]) -> int:
+    def count(case: tuple[str, bool, str, str]) -> int:
         return max(1, captures // TYPICAL_SHARE) if case[2] == "capture_typical" else captures
 
     with tempfile.TemporaryDirectory() as folder:

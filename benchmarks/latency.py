@@ -39,7 +39,11 @@ class DroppingTransport(Transport):
         return None
 
 
-def make_client(integrations: list[Any]) -> sentry_sdk.Client:
+def make_client(integrations: list[Any], dsn: Optional[str] = None) -> sentry_sdk.Client:
+    """A client whose transport drops envelopes; with a DSN, sentry-sdk's own HTTP transport
+    posting to it (on its own thread, as in production)."""
+    if dsn is not None:
+        return sentry_sdk.Client(dsn=dsn, integrations=integrations, release="bench")
     return sentry_sdk.Client(
         dsn=DSN, transport=DroppingTransport, integrations=integrations, release="bench"
     )

@@ -344,6 +344,8 @@ def main() -> None:
         rows.append(("6. instructions per capture", "skipped: no valgrind", ""))
     else:
         paths = (
+            "forwarded, one at a time, HTTP transport",
+            "skipped, one at a time, HTTP transport",
             "forwarded, one at a time",
             "skipped, one at a time",
             "forwarded",
