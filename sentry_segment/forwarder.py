@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import functools
 import os
 import sys
 import threading
@@ -53,8 +54,19 @@ class Forwarder:
         self.stats = Stats()
         self.shape = options.shape
         self.quiet = QuietClient()
-        self._extras = self.shape.needs_extras
+        self._extras = self.shape if self.shape.needs_extras else False
         self._keep_events = options.before_forward is not None
+        # Which events are forwarded, in offer()'s two steps (each counted apart) and as one
+        # test for Sentry's receipts (forwardable). With event_types and anonymous_id left
+        # off they are the plain checks, so those options cost offer() nothing until set.
+        self._forwarded_type = (
+            payload.is_error_or_message if "message" in options.event_types else payload.is_error
+        )
+        self._identified = (
+            functools.partial(payload.identified, sources=options.anonymous_id)
+            if options.anonymous_id
+            else payload.has_user_id
+        )
         self._routes: dict[Optional[str], Route] = {}
         self._reported: set[str] = set()
         self._watch: Optional[receipts.Watch] = None
@@ -92,7 +104,14 @@ class Forwarder:
 
     def expect_receipts(self, transport: Any) -> None:
         """Forward only what this transport reports Sentry received (when it can be watched)."""
-        self._watch = None if transport is None else receipts.watch(transport, self.receipt)
+        self._watch = (
+            None if transport is None else receipts.watch(transport, self.receipt, self.forwardable)
+        )
+
+    def forwardable(self, event: Mapping[str, Any]) -> bool:
+        """Whether offer() would queue this event, routing and limits aside: of the events
+        Sentry's transport sends, those whose receipts the worker waits for."""
+        return self._forwarded_type(event) and self._identified(event)
 
     def sentry_closed(self) -> None:
         """Sentry's client closed its transport: events still waiting for its word get none."""
@@ -103,7 +122,7 @@ class Forwarder:
                 wake.set()
 
     def receipt(self, event_id: str, received: bool) -> None:
-        """Sentry's transport sent (received) or dropped an error event with a user ID."""
+        """Sentry's transport sent (received) or dropped an event this forwarder forwards."""
         if self._pid != os.getpid():
             self._after_fork()
         self._receipts.append((event_id, received))
@@ -115,14 +134,14 @@ class Forwarder:
         if self._pid != os.getpid():
             # Forked without Python's fork hooks (uWSGI, a fork() from C): as the hook would.
             self._after_fork()
-        if not payload.is_error(event):
+        if not self._forwarded_type(event):
             self.stats.add("skipped_not_error")
             return
         destination = self.route_for(dsn)
         if not destination.enabled:
             self.stats.add(destination.skipped_as)
             return
-        if payload.user_id(event) is None:
+        if not self._identified(event):
             self.stats.add("skipped_no_user")
             return
         pending = self._pending
@@ -378,8 +397,8 @@ class Forwarder:
             event = copy.deepcopy(queued) if self._keep_events else None
             fields = queued if event is None else payload.error_fields(event, self._extras)
             track = payload.track_from_fields(fields, self.shape, destination.project)
-            if not track.user_id:
-                # Sentry's scrubbing filters this user ID: there is no one to attribute it to.
+            if not (track.user_id or track.anonymous_id):
+                # Sentry's scrubbing filters these IDs: there is no one to attribute it to.
                 self.stats.add("skipped_no_user")
                 return None
             message = delivery.segment_message(track)

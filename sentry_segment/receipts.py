@@ -1,4 +1,4 @@
-"""Learns from sentry-sdk's transport which error events Sentry received and which it dropped.
+"""Learns from sentry-sdk's transport which events to forward Sentry received and which it dropped.
 
 sentry-sdk's ``capture_event`` returns an event ID once the event is queued for its transport,
 which may still drop it: its queue is full, a rate limit (the organization's quota included)
@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+from collections.abc import Mapping
 from contextvars import ContextVar
 from typing import Any, Callable, Optional
 
@@ -21,6 +22,8 @@ from . import payload
 
 # Called with an event ID and whether Sentry received it, on the transport's thread.
 Receipt = Callable[[str, bool], None]
+# Whether an event is one the listener forwards, and so wants a receipt for.
+Forwardable = Callable[[Mapping[str, Any]], bool]
 
 
 class _Send:
@@ -38,8 +41,9 @@ _sending: ContextVar[Optional[_Send]] = ContextVar("sentry_segment_sending", def
 class Watch:
     """The receipts of one transport, handed to whoever listens now."""
 
-    def __init__(self, listener: Receipt, transport_name: str) -> None:
+    def __init__(self, listener: Receipt, transport_name: str, forwardable: Forwardable) -> None:
         self.listener = listener
+        self.forwardable = forwardable
         self.transport_name = transport_name
         # Whether the transport ever started sending an event: a transport whose internals
         # changed may never call what is watched, and then no receipt can be waited for.
@@ -50,17 +54,20 @@ class Watch:
             self.listener(event_id, received)
 
 
-def watch(transport: Any, listener: Receipt) -> Optional[Watch]:
-    """Report every error event with a user ID that the transport sends or drops to listener;
-    None when this transport cannot be watched."""
+def watch(
+    transport: Any, listener: Receipt, forwardable: Forwardable = payload.is_error_with_user
+) -> Optional[Watch]:
+    """Report every forwardable event (by default an error with a user ID) that the transport
+    sends or drops to listener; None when this transport cannot be watched."""
     existing = getattr(transport, "_sentry_segment_watch", None)
     if isinstance(existing, Watch):
         existing.listener = listener
+        existing.forwardable = forwardable
         return existing
     methods = ("_send_envelope", "record_lost_event", "on_dropped_event")
     if not all(callable(getattr(type(transport), name, None)) for name in methods):
         return None
-    receipts = Watch(listener, type(transport).__name__)
+    receipts = Watch(listener, type(transport).__name__, forwardable)
     send = transport._send_envelope
     wrapper = _watch_async_send if inspect.iscoroutinefunction(send) else _watch_send
     transport._send_envelope = wrapper(send, receipts)
@@ -70,30 +77,30 @@ def watch(transport: Any, listener: Receipt) -> Optional[Watch]:
     return receipts
 
 
-def forwardable_event_id(envelope: Any) -> Optional[str]:
-    """The ID of the envelope's error event if it is one the forwarder may forward (an error
-    with a user ID), else None."""
+def forwardable_event_id(
+    envelope: Any, forwardable: Forwardable = payload.is_error_with_user
+) -> Optional[str]:
+    """The ID of the envelope's event if it is one the forwarder may forward (by default an
+    error with a user ID), else None."""
     for item in getattr(envelope, "items", ()):
-        event_id = _forwardable_item_event_id(item)
+        event_id = _forwardable_item_event_id(item, forwardable)
         if event_id is not None:
             return event_id
     return None
 
 
-def _our_event_id(envelope: Any) -> Optional[str]:
+def _our_event_id(envelope: Any, receipts: Watch) -> Optional[str]:
     """forwardable_event_id, or None if that failed: Sentry's send goes on regardless."""
     with capture_internal_exceptions():
-        return forwardable_event_id(envelope)
+        return forwardable_event_id(envelope, receipts.forwardable)
     return None
 
 
-def _forwardable_item_event_id(item: Any) -> Optional[str]:
+def _forwardable_item_event_id(item: Any, forwardable: Forwardable) -> Optional[str]:
     if getattr(item, "type", None) != "event":
         return None
     event = item.get_event()
-    if not isinstance(event, dict) or not payload.is_error(event):
-        return None
-    if payload.user_id(event) is None:
+    if not isinstance(event, dict) or not forwardable(event):
         return None
     event_id = event.get("event_id")
     return event_id if isinstance(event_id, str) else None
@@ -102,7 +109,7 @@ def _forwardable_item_event_id(item: Any) -> Optional[str]:
 def _watch_send(send: Callable[..., Any], receipts: Watch) -> Callable[..., Any]:
     @functools.wraps(send)
     def sentry_segment_send_envelope(envelope: Any, *args: Any, **kwargs: Any) -> Any:
-        event_id = _our_event_id(envelope)
+        event_id = _our_event_id(envelope, receipts)
         if event_id is None:
             return send(envelope, *args, **kwargs)
         receipts.sends_started += 1
@@ -123,7 +130,7 @@ def _watch_send(send: Callable[..., Any], receipts: Watch) -> Callable[..., Any]
 def _watch_async_send(send: Callable[..., Any], receipts: Watch) -> Callable[..., Any]:
     @functools.wraps(send)
     async def sentry_segment_send_envelope(envelope: Any, *args: Any, **kwargs: Any) -> Any:
-        event_id = _our_event_id(envelope)
+        event_id = _our_event_id(envelope, receipts)
         if event_id is None:
             return await send(envelope, *args, **kwargs)
         receipts.sends_started += 1
@@ -153,7 +160,7 @@ def _watch_losses(record_lost_event: Callable[..., Any], receipts: Watch) -> Cal
                     sending.lost = True
             elif item is not None:
                 # Lost before any send: the queue was full, or the event loop is gone.
-                event_id = _forwardable_item_event_id(item)
+                event_id = _forwardable_item_event_id(item, receipts.forwardable)
                 if event_id is not None:
                     receipts.report(event_id, False)
         return record_lost_event(*args, **kwargs)
