@@ -170,8 +170,11 @@ def is_error_or_message(event: Mapping[str, Any]) -> bool:
     check-in or another typed event."""
     if is_error(event):
         return True
-    return event.get("type") in (None, "default") and event.get("level") in (
-        FORWARDED_MESSAGE_LEVELS
+    level = event.get("level")
+    return (
+        event.get("type") in (None, "default")
+        and isinstance(level, str)
+        and level in FORWARDED_MESSAGE_LEVELS
     )
 
 

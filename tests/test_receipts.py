@@ -96,3 +96,53 @@ def test_a_sentry_answering_500_forwards_nothing_and_recovers_when_it_accepts(
     received, forwarded = outcome(sentry, segment)
     assert received == forwarded == {accepted}
     assert integration.stats()["skipped_dropped_by_sentry"] == 1
+
+
+def test_events_forwarded_for_an_anonymous_id_or_as_messages_get_receipts_too(
+    init_sentry: InitSentry, sentry: SentryRecorder, segment: SegmentCollector
+) -> None:
+    integration = init_sentry(anonymous_id="tag:anonymous_id", event_types="error,message")
+    sentry.answer = (200, {"X-Sentry-Rate-Limits": "60:error:organization:usage_exceeded"})
+    with sentry_sdk.new_scope() as scope:
+        scope.set_tag("anonymous_id", "anon-1")
+        try:
+            raise ValueError("declined")
+        except ValueError:
+            first = sentry_sdk.capture_exception()
+        sentry.wait_for_events(1)
+        dropped = [sentry_sdk.capture_exception(ValueError("again")) for _ in range(3)]
+    with sentry_sdk.new_scope() as scope:
+        scope.set_user({"id": "42"})
+        dropped += [sentry_sdk.capture_message("down", level="error") for _ in range(2)]
+    assert all(dropped)
+    received, forwarded = outcome(sentry, segment)
+    assert received == forwarded == {first}
+    stats = integration.stats()
+    # Reported by the transport, not timed out after a minute: the flush above returned.
+    assert stats["skipped_dropped_by_sentry"] == 5
+    assert stats["delivered"] == 1
+
+
+def test_the_default_receipts_are_for_errors_with_a_user_id() -> None:
+    from sentry_sdk.envelope import Envelope
+
+    from sentry_segment import receipts
+    from sentry_segment.config import resolve
+    from sentry_segment.forwarder import Forwarder
+
+    error = {"event_id": "e1", "exception": {"values": [{"type": "E"}]}, "user": {"id": 1}}
+    anonymous = {**error, "event_id": "e2", "user": {}, "tags": {"anonymous_id": "a"}}
+    message = {"event_id": "e3", "level": "error", "message": "down", "user": {"id": 1}}
+    options = resolve(write_key="k", anonymous_id="tag:anonymous_id", event_types="error,message")
+    for event, by_default, with_options in (
+        (error, "e1", "e1"),
+        (anonymous, None, "e2"),
+        (message, None, "e3"),
+        ({**message, "level": "warning"}, None, None),
+        ({**message, "type": "transaction"}, None, None),
+    ):
+        envelope = Envelope()
+        envelope.add_event(event)
+        assert receipts.forwardable_event_id(envelope) == by_default
+        forwarder = Forwarder(options)
+        assert receipts.forwardable_event_id(envelope, forwarder.forwardable) == with_options
