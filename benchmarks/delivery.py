@@ -8,6 +8,10 @@
    process is idle (nothing in flight, the worker asleep): Segment's collector for the
    integration, Sentry's endpoint for Sentry's own transport, the same captures.
 
+3. The same flush while Segment answers every post with 503 (an outage): with the integration
+   it does not wait for Segment (it returns once Sentry's own flush has), after one error and
+   after none (a serverless invocation that captured nothing).
+
 Both endpoints run in this process (their arrival callbacks take the time), on 127.0.0.1.
 
     .venv/bin/python benchmarks/delivery.py [--rounds 40]
@@ -66,6 +70,43 @@ def flush_latency(rounds: int) -> tuple[float, float]:
     return statistics.median(timings[with_client]), statistics.median(timings[without_client])
 
 
+def flush_during_outage(rounds: int) -> tuple[float, float, float]:
+    """Median ms of flush while Segment answers 503: (with the integration, after one error),
+    (without it, after one error), (with it, after no error)."""
+    with SegmentCollector() as segment, SentryRecorder() as sentry:
+        segment.respond_next(1_000_000, 503)
+        integration = SegmentIntegration(write_key=WRITE_KEY, host=segment.host, rate_limit="off")
+        with_client = sentry_sdk.Client(dsn=sentry.dsn(), integrations=[integration])
+        without_client = sentry_sdk.Client(dsn=sentry.dsn())
+        timings: dict[str, list[float]] = {"with": [], "without": [], "idle": []}
+        # The first post and its first retry fail before the outage is known.
+        _capture(with_client, "0")
+        time.sleep(1.5)
+        for number in range(rounds):
+            for name, client, captures in (
+                ("with", with_client, True),
+                ("without", without_client, True),
+                ("idle", with_client, False),
+            ):
+                if captures:
+                    _capture(client, str(number))
+                started = time.perf_counter()
+                client.flush(timeout=10)
+                timings[name].append((time.perf_counter() - started) * 1000)
+                time.sleep(IDLE_GAP_SECONDS / 3)
+        segment.clear()  # the outage ends; what was queued is delivered
+        deadline = time.monotonic() + 30
+        while not integration.flush(timeout=1) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        with_client.close(timeout=5)
+        without_client.close(timeout=5)
+    return (
+        statistics.median(timings["with"]),
+        statistics.median(timings["without"]),
+        statistics.median(timings["idle"]),
+    )
+
+
 class _Arrivals:
     """perf_counter() of each POST's arrival, by the endpoint that took it."""
 
@@ -109,6 +150,11 @@ def main() -> None:
     rounds = parser.parse_args().rounds
     with_ms, without_ms = flush_latency(rounds)
     print(f"flush after one error: {with_ms:.1f} ms with, {without_ms:.1f} ms without")
+    outage_ms, outage_without_ms, outage_idle_ms = flush_during_outage(rounds)
+    print(
+        f"flush during a Segment outage: {outage_ms:.1f} ms with, {outage_without_ms:.1f} ms "
+        f"without; with and no error: {outage_idle_ms:.1f} ms"
+    )
     segment_ms, sentry_ms = idle_capture_to_post(rounds)
     print(
         f"idle capture to POST: Segment median {statistics.median(segment_ms):.1f} ms, "

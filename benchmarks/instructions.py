@@ -61,6 +61,12 @@ CASES = {
     "skipped": ("segment", False, "capture_once"),
     "skipped, baseline": ("none", False, "capture_once"),
     "skipped, inert integration": ("inert", False, "capture_once"),
+    "forwarded, one at a time": ("segment", True, "capture_spaced"),
+    "forwarded, one at a time, baseline": ("none", True, "capture_spaced"),
+    "forwarded, one at a time, inert integration": ("inert", True, "capture_spaced"),
+    "skipped, one at a time": ("segment", False, "capture_spaced"),
+    "skipped, one at a time, baseline": ("none", False, "capture_spaced"),
+    "skipped, one at a time, inert integration": ("inert", False, "capture_spaced"),
     "forwarded, typical": ("segment", True, "capture_typical"),
     "forwarded, typical, baseline": ("none", True, "capture_typical"),
     "skipped, typical": ("segment", False, "capture_typical"),
@@ -106,7 +112,7 @@ def per_capture(captures: int) -> Optional[dict[str, float]]:
         return None
 
     def count(case: tuple[str, bool, str]) -> int:
-        return captures if case[2] == "capture_once" else max(1, captures // TYPICAL_SHARE)
+        return max(1, captures // TYPICAL_SHARE) if case[2] == "capture_typical" else captures
 
     with tempfile.TemporaryDirectory() as folder:
         script = Path(folder) / "capture.py"

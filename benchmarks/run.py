@@ -8,7 +8,8 @@
 4. peak RSS after 100,000 captured errors, with / without the integration
 5. with Redis storage: the latency ratios of (1), and the fleet's accuracy
 6. instructions per capture on the capturing thread, with / without (callgrind, repeatable)
-7. flush latency after one error with / without, and idle capture-to-POST latency
+7. flush latency after one error with / without, the same during a Segment outage, and idle
+   capture-to-POST latency
    (benchmarks/delivery.py)
 
     .venv/bin/python benchmarks/run.py [--quick]
@@ -31,7 +32,7 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 from common import external_collector
-from delivery import flush_latency, idle_capture_to_post
+from delivery import flush_during_outage, flush_latency, idle_capture_to_post
 from instructions import per_capture, per_forwarded_event, segment_client_per_message
 from latency import (
     WRITE_KEY,
@@ -342,10 +343,22 @@ def main() -> None:
     if counts is None:
         rows.append(("6. instructions per capture", "skipped: no valgrind", ""))
     else:
-        for path in ("forwarded", "skipped", "forwarded, typical", "skipped, typical"):
+        paths = (
+            "forwarded, one at a time",
+            "skipped, one at a time",
+            "forwarded",
+            "skipped",
+            "forwarded, typical",
+            "skipped, typical",
+        )
+        for path in paths:
             without = counts[f"{path}, baseline"]
+            floor = counts.get(f"{path}, inert integration")
+            own = (
+                "" if floor is None else f"; own cost over the floor: +{counts[path] - floor:,.0f}"
+            )
             for case, note in (
-                (path, "callgrind, repeatable; the worker's threads not included"),
+                (path, f"callgrind, repeatable; the worker's threads not included{own}"),
                 (f"{path}, inert integration", "an integration hooking nothing: the floor"),
             ):
                 if case in counts:
@@ -365,6 +378,15 @@ def main() -> None:
             "7. sentry_sdk.flush() after one error",
             f"{with_ms:.1f} ms vs {without_ms:.1f} ms: **+{with_ms - without_ms:.1f} ms**",
             "Sentry's real transport to loopback; with: Segment has answered too",
+        )
+    )
+    outage_ms, outage_without_ms, outage_idle_ms = flush_during_outage(rounds)
+    rows.append(
+        (
+            "7. sentry_sdk.flush() during a Segment outage (503)",
+            f"{outage_ms:.1f} ms vs {outage_without_ms:.1f} ms: "
+            f"**+{outage_ms - outage_without_ms:.1f} ms**; no error: {outage_idle_ms:.1f} ms",
+            "after one error, with vs without; the integration does not wait for Segment",
         )
     )
     segment_ms, sentry_ms = idle_capture_to_post(rounds)

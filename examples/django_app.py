@@ -1,12 +1,16 @@
 """Django in one file: users sign in through django.contrib.auth (a trusted header here, with
 RemoteUserMiddleware), and Sentry's Django integration reports request.user.
 
+Needs sentry-sdk 2.65 or later for data_collection; on older ones pass send_default_pii=True
+instead (it sends more: IP addresses, cookies, request bodies). Under ASGI Sentry reports no
+user either way: call sentry_sdk.set_user where users sign in.
+
 Run it:
 
-    pip install sentry-segment django
+    pip install sentry-segment django "sentry-sdk>=2.65"
     sentry-segment listen &          # a local Segment collector: one line per message
     export SENTRY_SEGMENT_HOST=http://127.0.0.1:8765 SENTRY_SEGMENT_WRITE_KEY=anyKey
-    export SENTRY_DSN=https://public@o1.ingest.sentry.io/1       # your project's DSN
+    export SENTRY_DSN=http://public@127.0.0.1:9/1   # any DSN works: yours, or this dead one
     python examples/django_app.py                      # serves on 127.0.0.1:8000 (PORT=...)
     curl -H 'X-Remote-User: alice' http://127.0.0.1:8000/checkout
     # 500, and "Error Captured" with userId = alice's primary key
@@ -44,7 +48,8 @@ settings.configure(
         }
     },
 )
-# data_collection user_info lets Sentry's Django integration read request.user.
+# data_collection user_info (sentry-sdk 2.65+) lets Sentry's Django integration read
+# request.user; without it every error is skipped_no_user.
 sentry_sdk.init(
     dsn=os.environ.get("SENTRY_DSN"),
     integrations=[SegmentIntegration()],

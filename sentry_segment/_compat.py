@@ -10,12 +10,12 @@ from sentry_sdk.integrations import logging as sentry_logging
 def ignore_logger(name: str) -> None:
     """Keep a logger's records out of Sentry: events, breadcrumbs and Sentry Logs.
 
-    From sentry-sdk 3, ignore_logger hides a logger from Sentry Logs only, and
-    ignore_logger_for_events does what ignore_logger did before (events and breadcrumbs).
+    Which function covers what changed across releases; each one present is called.
     """
     sentry_logging.ignore_logger(name)
-    for_events: Optional[Callable[[str], None]] = getattr(
-        sentry_logging, "ignore_logger_for_events", None
-    )
-    if for_events is not None:
-        for_events(name)
+    # sentry-sdk 2.x from its Sentry Logs on: ignore_logger leaves Sentry Logs alone. 3.0:
+    # ignore_logger is Sentry Logs only, and ignore_logger_for_events does the rest.
+    for other in ("ignore_logger_for_sentry_logs", "ignore_logger_for_events"):
+        ignore: Optional[Callable[[str], None]] = getattr(sentry_logging, other, None)
+        if ignore is not None:
+            ignore(name)

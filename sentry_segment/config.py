@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from string import Formatter
 from typing import Any, Callable, Optional
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 from limits import RateLimitItem, parse_many
 
@@ -25,6 +25,9 @@ from .payload import (
     Shape,
 )
 from .scrub import Scrubber
+from .secrets import WriteKey, given_secrets, mask, mask_uri, masked_text, shown
+
+__all__ = ["ConfigurationError", "Options", "WriteKey", "mask", "mask_uri", "resolve"]
 
 US_HOST = "https://api.segment.io"
 EU_HOST = "https://events.eu1.segmentapis.com"
@@ -55,32 +58,6 @@ _NO_LIMIT = frozenset({"off", "none", "unlimited"})
 
 class ConfigurationError(ValueError):
     """An option of SegmentIntegration is missing or invalid."""
-
-
-def mask_uri(uri: str) -> str:
-    """A storage URI with any password replaced by ****."""
-    parts = urlsplit(uri)
-    if parts.password is None:
-        return uri
-    host = parts.netloc.rsplit("@", 1)[-1]
-    user = parts.username or ""
-    return urlunsplit(parts._replace(netloc=f"{user}:****@{host}"))
-
-
-def mask(write_key: Optional[str]) -> str:
-    """Show a write key as its last four characters only, as logs and reprs must."""
-    if not write_key:
-        return "<unset>"
-    return "****" + write_key[-4:] if len(write_key) > 12 else "****"
-
-
-class WriteKey(str):
-    """A write key whose repr() never shows the secret."""
-
-    __slots__ = ()
-
-    def __repr__(self) -> str:
-        return f"WriteKey({mask(self)!r})"
 
 
 @dataclass(frozen=True)
@@ -134,12 +111,12 @@ def _bool(option: str, value: Any) -> bool:
         return value
     if isinstance(value, str) and value.lower() in _TRUE | _FALSE:
         return value.lower() in _TRUE
-    raise _error(option, f"must be true or false, got {value!r}")
+    raise _error(option, f"must be true or false, got {shown(value)}")
 
 
 def _region(option: str, value: Any) -> str:
     if not isinstance(value, str) or value.lower() not in REGION_HOSTS:
-        raise _error(option, f"must be 'us' or 'eu', got {value!r}")
+        raise _error(option, f"must be 'us' or 'eu', got {shown(value)}")
     return value.lower()
 
 
@@ -148,9 +125,9 @@ def _url(option: str, value: Any, what: str) -> str:
         raise _error(option, f"must be a URL string, got {type(value).__name__}")
     parts = urlsplit(value)
     if parts.scheme not in ("http", "https") or not parts.netloc:
-        raise _error(option, f"must start with http:// or https://, got {value!r}")
+        raise _error(option, f"must start with http:// or https://, got {shown(value)}")
     if parts.path not in ("", "/") or parts.query or parts.fragment:
-        raise _error(option, f"must be scheme and host only ({what}), got {value!r}")
+        raise _error(option, f"must be scheme and host only ({what}), got {shown(value)}")
     return f"{parts.scheme}://{parts.netloc}"
 
 
@@ -166,17 +143,17 @@ def _rate_limits(option: str, value: Any) -> tuple[RateLimitItem, ...]:
     if isinstance(value, str) and value.lower() in _NO_LIMIT:
         return ()
     if not isinstance(value, str):
-        raise _error(option, f"must be a string like '200/second', got {value!r}")
+        raise _error(option, f"must be a string like '200/second', got {shown(value)}")
     try:
         items = tuple(parse_many(value))
     except ValueError:
         raise _error(
-            option, f"must look like '200/second' or '10/second;1000/hour', got {value!r}"
+            option, f"must look like '200/second' or '10/second;1000/hour', got {shown(value)}"
         ) from None
     if any(item.amount < 1 for item in items):
         raise _error(
             option,
-            f"must allow at least 1 event, got {value!r}; to stop forwarding, set enabled "
+            f"must allow at least 1 event, got {shown(value)}; to stop forwarding, set enabled "
             "to false (env SENTRY_SEGMENT_ENABLED=false)",
         )
     return items
@@ -184,7 +161,7 @@ def _rate_limits(option: str, value: Any) -> tuple[RateLimitItem, ...]:
 
 def _storage(option: str, value: Any) -> str:
     if not isinstance(value, str) or "://" not in value:
-        raise _error(option, f"must be a limits storage URI, got {value!r}")
+        raise _error(option, f"must be a limits storage URI, got {shown(value)}")
     scheme = value.split("://", 1)[0].lower()
     if value == MEMORY_STORAGE or scheme == "memory":
         return MEMORY_STORAGE
@@ -207,7 +184,7 @@ def _integer(minimum: int) -> Parse:
         except (TypeError, ValueError):
             number = minimum - 1
         if isinstance(value, (bool, float)) or number < minimum:
-            raise _error(option, f"must be an integer of at least {minimum}, got {value!r}")
+            raise _error(option, f"must be an integer of at least {minimum}, got {shown(value)}")
         return number
 
     return parse
@@ -219,7 +196,7 @@ def _seconds(option: str, value: Any) -> float:
     except (TypeError, ValueError):
         seconds = 0.0
     if isinstance(value, bool) or not 0 < seconds < float("inf"):
-        raise _error(option, f"must be a positive number of seconds, got {value!r}")
+        raise _error(option, f"must be a positive number of seconds, got {shown(value)}")
     return seconds
 
 
@@ -231,7 +208,7 @@ def _text(option: str, value: Any) -> str:
 
 def _organization(option: str, value: Any) -> str:
     if not isinstance(value, str) or not _ORGANIZATION_SLUG.fullmatch(value):
-        raise _error(option, f"must be a Sentry organization slug like 'acme', got {value!r}")
+        raise _error(option, f"must be a Sentry organization slug like 'acme', got {shown(value)}")
     return value
 
 
@@ -241,10 +218,12 @@ def _include(option: str, value: Any) -> tuple[str, ...]:
     elif isinstance(value, (list, tuple, set, frozenset)):
         names = [name.strip() if isinstance(name, str) else name for name in value]
     else:
-        raise _error(option, f"must be a list of names or a comma-separated string, got {value!r}")
+        raise _error(
+            option, f"must be a list of names or a comma-separated string, got {shown(value)}"
+        )
     unknown = [name for name in names if name and name not in INCLUDABLE]
     if unknown:
-        raise _error(option, f"has unknown names {unknown}; valid: {', '.join(INCLUDABLE)}")
+        raise _error(option, f"has unknown names {shown(unknown)}; valid: {', '.join(INCLUDABLE)}")
     return tuple(name for name in INCLUDABLE if name in names)
 
 
@@ -313,7 +292,7 @@ def _profile_url(option: str, value: Any) -> str:
 def _callable(option: str, value: Any) -> Callable[..., Any]:
     if not callable(value):
         raise _error(
-            option, f"must be a function (message, event) -> message or None, got {value!r}"
+            option, f"must be a function (message, event) -> message or None, got {shown(value)}"
         )
     return value  # type: ignore[no-any-return]
 
@@ -332,14 +311,15 @@ def _projects(option: str, value: Any) -> dict[str, ProjectOverride]:
     for raw_project, raw_override in value.items():
         project = str(raw_project)
         if isinstance(raw_project, bool) or not _PROJECT_ID.fullmatch(project):
-            raise _error(option, f"keys must be numeric Sentry project IDs, got {project!r}")
+            raise _error(option, f"keys must be numeric Sentry project IDs, got {shown(project)}")
         if not isinstance(raw_override, Mapping):
             raise _error(option, f"[{project!r}] must be an object")
         unknown = sorted(str(key) for key in raw_override if key not in _OVERRIDE_KEYS)
         if unknown:
             raise _error(
                 option,
-                f"[{project!r}] has unknown keys {unknown}; allowed: {sorted(_OVERRIDE_KEYS)}",
+                f"[{project!r}] has unknown keys {shown(unknown)}; "
+                f"allowed: {sorted(_OVERRIDE_KEYS)}",
             )
         write_key = raw_override.get("write_key")
         if "write_key" in raw_override and (not isinstance(write_key, str) or not write_key):
@@ -440,6 +420,10 @@ class Options:
             before_forward=_describe_callable(self.before_forward),
             projects={project: override.describe() for project, override in self.projects.items()},
         )
+        # A write key put in a free-text option (event_name, sentry_org) passes its check.
+        for name in ("host", "event_name", "sentry_org", "sentry_web_url"):
+            if isinstance(described[name], str):
+                described[name] = masked_text(described[name])
         return described
 
 
@@ -472,12 +456,9 @@ def resolve(*, environ: Optional[Mapping[str, str]] = None, **given: Any) -> Opt
     try:
         return _resolve(given, env)
     except ConfigurationError as error:
-        # A value echoed by the message may be a write key given to the wrong option.
-        message = str(error)
-        for secret in (given.get("write_key"), env.get(ENV["write_key"])):
-            if isinstance(secret, str) and len(secret.strip()) >= 4:
-                message = message.replace(secret.strip(), mask(secret.strip()))
-        raise ConfigurationError(message) from None
+        # A value echoed by the message may be a write key given to the wrong option, one
+        # that no check could tell from a host or a name: every one given is masked.
+        raise ConfigurationError(masked_text(str(error), given_secrets(given, env))) from None
 
 
 def _resolve(given: Mapping[str, Any], env: Mapping[str, str]) -> Options:

@@ -3,34 +3,43 @@ posts promptly and batches under load, and what became of every message."""
 
 from __future__ import annotations
 
+import atexit
 import contextlib
+import http.client
 import json
 import logging
+import math
 import os
 import queue
+import random
+import socket
+import ssl
 import threading
 import time
 from collections.abc import Iterator, Sequence
 from typing import Any, Callable, Optional
 
+from requests import exceptions as requests_errors
 from requests import sessions
 from segment.analytics import consumer as segment_consumer
 from segment.analytics import request as segment_request
-from segment.analytics.request import DatetimeSerializer
+from segment.analytics.request import APIError, DatetimeSerializer, parse_retry_after
 from segment.analytics.version import VERSION as SEGMENT_VERSION
-from sentry_sdk.utils import logger
 
-from .config import Options, mask
+from .config import Options
 from .payload import Track
 from .quiet import QuietClient, quiet_scopes
+from .secrets import RedactWriteKeys, mask, mask_uri
 from .stats import Stats
 
 SEGMENT_LOGGER = "segment"
 LIBRARY = {"name": "analytics-python", "version": SEGMENT_VERSION}
 # Segment's API takes up to 500 KB and 2,500 messages per batch; its client keeps under 475 KB.
 UPLOAD_SIZE = 500
-MAX_BATCH_BYTES = segment_consumer.BATCH_SIZE_LIMIT
-MAX_MESSAGE_BYTES = segment_consumer.MAX_MSG_SIZE
+# Read with defaults (Segment's 2.4 values): a release that renames them must not stop the
+# application from importing; contract.py then leaves the integration inert.
+MAX_BATCH_BYTES: int = getattr(segment_consumer, "BATCH_SIZE_LIMIT", 475_000)
+MAX_MESSAGE_BYTES: int = getattr(segment_consumer, "MAX_MSG_SIZE", 32 << 10)
 # A consumer with nothing to post for this long ends; the next message starts another.
 IDLE_SECONDS = 2.0
 # Posts start at least this far apart. A message that finds the last post older is posted at
@@ -39,6 +48,29 @@ IDLE_SECONDS = 2.0
 # dominate. A flush or a full batch cuts the wait short. Short enough that a process killed
 # 0.3 s after its last capture has posted it.
 POST_INTERVAL_SECONDS = 0.1
+# Between retries of a batch Segment did not take: half to all of 0.5, 1, 2, 4, 4 ... seconds,
+# so that delivery resumes within about 5 s of the end of an outage (Segment's own back-off
+# reaches 60 s, and the queue behind it filled meanwhile), and a fleet does not retry in step.
+# A Retry-After is waited exactly, and does not count as a retry.
+BACKOFF_FIRST_SECONDS = 0.5
+BACKOFF_CAP_SECONDS = 4.0
+# Flushes stop waiting once a batch failed this often in a row: a single failed post (a blip)
+# is retried within 0.5 s, and a flush (at exit, say) waits for that retry; an outage is not.
+STALLED_AFTER_FAILURES = 2
+# Retry-After waits of one batch, in all, before it counts as failed (Segment's own budget).
+RATE_LIMITED_BUDGET_SECONDS = float(
+    getattr(segment_consumer, "DEFAULT_MAX_RATE_LIMIT_DURATION", 1800)
+)
+# After an answer no retry can change (401, 403, 404, a certificate that does not verify), no
+# post for this long: what arrives meanwhile counts as failed at once; then one post tries again.
+REFUSED_PAUSE_SECONDS = 60.0
+# Messages Segment refuses one by one (400, 413 after splitting) are logged at most this often.
+REFUSED_MESSAGES_LOG_SECONDS = 300.0
+# Statuses that refuse what the batch holds, not the source: the batch is split to find which.
+SPLIT_STATUSES = frozenset({400, 413})
+# The integration's own lines, at WARNING: one when delivery starts failing, one on recovery.
+LOGGER_NAME = "sentry_segment"
+log = logging.getLogger(LOGGER_NAME)
 
 
 def segment_message(track: Track) -> dict[str, Any]:
@@ -53,12 +85,16 @@ def segment_message(track: Track) -> dict[str, Any]:
 
 
 class Consumer(segment_consumer.Consumer):  # type: ignore[misc]
-    """Segment's consumer thread, with its retries, back-off and HTTP posts, posting promptly.
+    """Segment's consumer thread, posting promptly, with retries of its own for outages.
 
-    Segment's own waits up to its upload interval (0.5 s) for every batch to fill. This one
+    Segment's waits up to its upload interval (0.5 s) for every batch to fill. This one
     posts a message at once when the process is quiet; under load, everything that queued
     while the previous post was in flight or within its interval goes in the next (group
     commit), up to 500 messages and 475 KB. It runs where Sentry records nothing.
+
+    It posts with Segment's ``post()`` and retries as Segment's consumer does not: a capped
+    back-off, a pause after an answer no retry changes, and a refused batch split so that only
+    the messages Segment refuses fail.
     """
 
     def __init__(self, sink: Sink, work: queue.Queue[Any]) -> None:
@@ -78,6 +114,8 @@ class Consumer(segment_consumer.Consumer):  # type: ignore[misc]
         self.finished = False
         self._held: Optional[tuple[dict[str, Any], int]] = None
         self._last_post = 0.0
+        # When the post in flight started (monotonic), None between posts.
+        self.posting_since: Optional[float] = None
 
     def run(self) -> None:
         try:
@@ -130,11 +168,109 @@ class Consumer(segment_consumer.Consumer):  # type: ignore[misc]
             self._sink.post_now.wait(POST_INTERVAL_SECONDS - since)
         self._sink.post_now.clear()
 
+    def upload(self) -> bool:
+        """Deliver the next batch, retrying through an outage; each message ends delivered
+        or failed, and is marked done on the queue once, whatever happens."""
+        batch = self.next()
+        if not batch:
+            return False
+        try:
+            return self._deliver(batch)
+        except Exception as error:
+            # A bug of ours must not end the thread: the queue would fill for good.
+            with contextlib.suppress(Exception):
+                self._sink.failed(error, batch)
+            return False
+        finally:
+            for _ in batch:
+                self.queue.task_done()
+
+    def _deliver(self, batch: list[dict[str, Any]]) -> bool:
+        sink = self._sink
+        failures = 0
+        limited_for = 0.0
+        while True:
+            if sink.refusing():
+                sink.failed(sink.refused_by or RuntimeError("refused"), batch)
+                return False
+            problem = self._post_isolating(batch)
+            if problem is None:
+                return True
+            error, batch = problem
+            if is_permanent(error):
+                sink.refuse(error, batch)
+                return False
+            retry_after = _retry_after(error)
+            if retry_after is not None and limited_for + retry_after <= RATE_LIMITED_BUDGET_SECONDS:
+                wait = float(retry_after)
+                limited_for += wait
+            else:
+                failures += 1
+                wait = backoff(failures)
+            sink.failing(error, self.timeout, stalled=retry_after is not None or failures > 1)
+            if failures > self.retries:
+                sink.failed(error, batch)
+                return False
+            time.sleep(wait)
+
+    def _post(self, batch: list[dict[str, Any]]) -> None:
+        self._last_post = self.posting_since = time.monotonic()
+        try:
+            segment_request.post(self.write_key, self.host, timeout=self.timeout, batch=batch)
+        finally:
+            self.posting_since = None
+
+    def _post_isolating(
+        self, batch: list[dict[str, Any]]
+    ) -> Optional[tuple[Exception, list[dict[str, Any]]]]:
+        """Post the batch; if Segment refuses what it holds (400, 413), post its halves, and
+        theirs, so that only the messages it refuses fail: at most 2 extra posts per halving,
+        2 * ceil(log2(len(batch))) in all. None once every message is delivered or failed,
+        else the error that stopped it and the messages not yet delivered or failed."""
+        budget = 2 * math.ceil(math.log2(len(batch))) if len(batch) > 1 else 0
+        parts = [batch]
+        refused: Optional[APIError] = None
+        refused_messages = 0
+        while parts:
+            part = parts.pop()
+            try:
+                self._post(part)
+            except APIError as error:
+                if error.status not in SPLIT_STATUSES:
+                    return error, [message for rest in (*parts, part) for message in rest]
+                refused = error
+                if len(part) == 1 or budget < 2:
+                    self._sink.failed(error, part)
+                    refused_messages += len(part)
+                    continue
+                budget -= 2
+                middle = len(part) // 2
+                parts.extend((part[middle:], part[:middle]))
+                continue
+            except Exception as error:
+                return error, [message for rest in (*parts, part) for message in rest]
+            self._sink.delivered(part)
+        if refused is not None:
+            self._sink.refused_messages(refused, refused_messages, len(batch))
+        return None
+
     def request(self, batch: list[dict[str, Any]]) -> Any:
-        self._last_post = time.monotonic()
-        response = super().request(batch)
-        self._sink.delivered(batch)
-        return response
+        """Segment's single post with its retries is not used: see upload()."""
+        raise NotImplementedError
+
+
+def backoff(failures: int) -> float:
+    """Seconds to wait after the batch failed this many times in a row: jittered, capped."""
+    ceiling = min(BACKOFF_CAP_SECONDS, BACKOFF_FIRST_SECONDS * 2 ** min(failures - 1, 30))
+    return random.uniform(ceiling / 2, ceiling)
+
+
+def _retry_after(error: Exception) -> Optional[float]:
+    response = getattr(error, "response", None)
+    if not isinstance(error, APIError) or response is None:
+        return None
+    delay = parse_retry_after(response)
+    return float(delay) if delay else None
 
 
 # Put on the queue by Sink.end_idle_consumer: not a message, a request to end when idle.
@@ -146,7 +282,8 @@ def _encoded_size(message: dict[str, Any]) -> int:
 
 
 class Sink:
-    """One write key and host: Segment's queue and consumer, and whose each message is."""
+    """One write key and host: Segment's queue and consumer, whose each message is, and
+    whether delivery is failing (one log line when it starts, one when it recovers)."""
 
     def __init__(self, write_key: str, host: str, options: Options) -> None:
         self.host = host
@@ -156,31 +293,45 @@ class Sink:
         self._owners: dict[str, list[Stats]] = {}
         self._lock = threading.Lock()
         self._consumer: Optional[Consumer] = None
-        self._failing = False
         self.quiet = QuietClient()
         # Set to have a waiting consumer post now: by a flush, or a full batch. While flushes
         # are under way (how many: flushing) the consumer posts without waiting at all.
         self.post_now = threading.Event()
         self.flushing = 0
+        # Since when delivery fails (monotonic), None while it works; while stalled (failing
+        # for more than a blip) flushes do not wait.
+        self.failing_since: Optional[float] = None
+        self.stalled = False
+        self.refused_by: Optional[Exception] = None
+        self._refused_until = 0.0
+        self._dropped_while_failing = 0
+        self._refused_messages_logged = -math.inf
 
     def __repr__(self) -> str:
-        return f"Sink(write_key={mask(self.write_key)!r}, host={self.host!r})"
+        return f"Sink(write_key={mask(self.write_key)!r}, host={mask_uri(self.host)!r})"
 
     def put_many(self, messages: Sequence[dict[str, Any]], owner: Stats, debug: bool) -> None:
         """Queue the messages; count them forwarded, or dropped once Segment's queue is full.
 
-        A forwarded message is later counted exactly once as delivered or failed.
+        While delivery fails, a full queue keeps the newest messages: each new one takes the
+        place of the oldest queued, counted in dropped_oldest. Those are the errors users see
+        now, and what is captured after an outage ends must not find the queue full of what
+        Segment refused during it. While delivery works a full queue is a flood that drains
+        within seconds; the new messages are dropped.
         """
         self.quiet.follow_debug(debug)
         queued = 0
         start: Optional[Consumer] = None
+        evicted: dict[Stats, int] = {}
         # Under the lock the consumer settles with, so a delivery never precedes its count.
         with self._lock:
             for message in messages:
                 try:
                     self.queue.put_nowait(message)
                 except queue.Full:
-                    break
+                    if self.failing_since is None or not self._evict_oldest(evicted):
+                        break
+                    self.queue.put_nowait(message)
                 self._owners.setdefault(message["messageId"], []).append(owner)
                 queued += 1
             if queued:
@@ -189,13 +340,45 @@ class Sink:
                 # A consumer that died (it never should) would leave the queue to fill for good.
                 if consumer is None or consumer.finished:
                     start = self._consumer = Consumer(self, self.queue)
-        if queued < len(messages):
-            owner.add("dropped_queue_full", len(messages) - queued)
+        dropped = len(messages) - queued
+        if dropped:
+            owner.add("dropped_queue_full", dropped)
+        for evicted_owner, count in evicted.items():
+            evicted_owner.add("dropped_oldest", count)
+        if evicted or (dropped and self.failing_since is not None):
+            self._dropped(dropped + sum(evicted.values()))
         if self.queue.qsize() >= UPLOAD_SIZE:
             self.post_now.set()
         # Started outside the lock: under gevent, starting a thread yields to other greenlets.
         if start is not None:
             start.start()
+
+    def _evict_oldest(self, evicted: dict[Stats, int]) -> bool:
+        """Take the oldest queued message off the queue, to be counted as dropped."""
+        while True:
+            try:
+                oldest = self.queue.get_nowait()
+            except queue.Empty:
+                return False
+            self.queue.task_done()
+            if oldest is _END_WHEN_IDLE:
+                continue
+            owner = self._take_owner(oldest.get("messageId"))
+            if owner is not None:
+                evicted[owner] = evicted.get(owner, 0) + 1
+            return True
+
+    def _dropped(self, count: int) -> None:
+        first = self._dropped_while_failing == 0
+        self._dropped_while_failing += count
+        if first:
+            log.warning(
+                "sentry-segment: Segment's queue for %s is full while delivery fails: keeping "
+                "the newest %d messages, dropping the oldest (counted in dropped_oldest; "
+                "logged once per outage)",
+                mask_uri(self.host),
+                self.options.max_queue_size,
+            )
 
     def retire(self, consumer: Consumer) -> bool:
         """Whether an idle consumer may end: not while a message waits for it."""
@@ -230,27 +413,123 @@ class Sink:
         join_unless(consumer, lambda: consumer.declined_to_end, deadline)
 
     def wait_until_sent(self, deadline: float) -> bool:
-        """Wait until every queued message was posted or given up on, at most until deadline."""
-        return drain(self.queue, deadline)
+        """Wait until every queued message was posted or given up on, at most until deadline.
+
+        Not while delivery is stalled (failing beyond a blip, or a post hung through a whole
+        flush): what is queued stays queued for the next attempt, and the wait returns False
+        at once (when it stalls, if it started before)."""
+        started = time.monotonic()
+        if drain(self.queue, deadline, lambda: self.stalled):
+            return True
+        consumer = self._consumer
+        posting_since = consumer.posting_since if consumer is not None else None
+        if posting_since is not None and posting_since <= started:
+            # A post that hung through a whole flush: Segment does not answer (a black hole,
+            # until the post's timeout says so). The next flushes do not wait for it either.
+            self._stall()
+        return False
 
     def delivered(self, batch: list[dict[str, Any]]) -> None:
         self._settle(batch, "delivered")
-        if self._failing:
-            self._failing = False
-            logger.warning("sentry-segment: delivery to %s recovered", self.host)
+        since = self.failing_since
+        if since is not None:
+            self.failing_since = self.refused_by = None
+            self.stalled = False
+            dropped, self._dropped_while_failing = self._dropped_while_failing, 0
+            log.warning(
+                "sentry-segment: delivery to %s recovered after %.1f s%s",
+                mask_uri(self.host),
+                time.monotonic() - since,
+                f"; {dropped} messages were dropped meanwhile (dropped_oldest, dropped_queue_full)"
+                if dropped
+                else "",
+            )
 
     def failed(self, error: Exception, batch: list[dict[str, Any]]) -> None:
-        # Runs on Segment's consumer thread, which dies for good if this raises.
-        try:
+        """Count the batch failed. Runs on the consumer thread, which must never die of it."""
+        with contextlib.suppress(Exception):
             self._settle(batch, "failed")
-            if not self._failing:
-                self._failing = True
-                logger.warning(
-                    "sentry-segment: delivery failing, logging again on recovery: %s",
-                    describe_failure(error, self.host),
-                )
-        except Exception:
-            pass
+
+    def failing(
+        self, error: Exception, timeout: Optional[float] = None, stalled: bool = True
+    ) -> None:
+        """Delivery failed and will be retried: log it if it was working; stalled, flushes
+        stop waiting."""
+        self._start_failing(
+            f"{describe_failure(error, self.host, timeout)}; "
+            + (
+                f"retrying every few seconds, up to {self.options.max_retries} times a batch "
+                "before it counts as failed"
+                if self.options.max_retries
+                else "not retried (max_retries=0): counted as failed"
+            )
+        )
+        if stalled:
+            self._stall()
+
+    def refuse(self, error: Exception, batch: list[dict[str, Any]]) -> None:
+        """An answer no retry can change: fail the batch, and post nothing for a while."""
+        self.failed(error, batch)
+        self.refused_by = error
+        self._refused_until = time.monotonic() + REFUSED_PAUSE_SECONDS
+        self._start_failing(
+            f"{describe_failure(error, self.host, self.options.timeout)} (write key "
+            f"{mask(self.write_key)}); not retried: no post for {REFUSED_PAUSE_SECONDS:g} s, "
+            "what is forwarded meanwhile counts as failed"
+        )
+        self._stall()
+
+    def refusing(self) -> bool:
+        """Whether posts are paused after an answer no retry can change."""
+        return self.refused_by is not None and time.monotonic() < self._refused_until
+
+    def refused_messages(self, error: APIError, count: int, of: int) -> None:
+        """Segment refused some messages of a batch it took the rest of: log, not too often."""
+        now = time.monotonic()
+        if count and now - self._refused_messages_logged >= REFUSED_MESSAGES_LOG_SECONDS:
+            self._refused_messages_logged = now
+            log.warning(
+                "sentry-segment: %s answered HTTP %d to %d of %d messages, which count as "
+                "failed; the others were delivered (logged at most every %.0f s)",
+                mask_uri(self.host),
+                error.status,
+                count,
+                of,
+                REFUSED_MESSAGES_LOG_SECONDS,
+            )
+
+    def _start_failing(self, description: str) -> None:
+        if self.failing_since is not None:
+            return
+        self.failing_since = time.monotonic()
+        with contextlib.suppress(Exception):
+            log.warning(
+                "sentry-segment: delivery failing: %s; flushes do not wait for Segment "
+                "until it recovers, which is logged",
+                description,
+            )
+
+    def _stall(self) -> None:
+        if self.stalled:
+            return
+        self.stalled = True
+        # A flush waiting for this post returns now.
+        condition = getattr(self.queue, "all_tasks_done", None)
+        if condition is not None:
+            with condition:
+                condition.notify_all()
+
+    def abandon(self) -> int:
+        """At exit: count every message not yet delivered or failed as dropped_at_exit."""
+        with self._lock:
+            owners, self._owners = self._owners, {}
+        counts: dict[Stats, int] = {}
+        for waiting in owners.values():
+            for owner in waiting:
+                counts[owner] = counts.get(owner, 0) + 1
+        for owner, count in counts.items():
+            owner.add("dropped_at_exit", count)
+        return sum(counts.values())
 
     def _settle(self, batch: list[dict[str, Any]], outcome: str) -> None:
         settled: dict[Stats, int] = {}
@@ -272,33 +551,105 @@ class Sink:
         return owner
 
 
+def is_permanent(error: BaseException) -> bool:
+    """Whether no retry can change the answer: a 3xx or 4xx other than 408 and 429, or a TLS
+    certificate (or handshake) that fails. The batch fails, and posts pause."""
+    status = getattr(error, "status", None)
+    if isinstance(status, int):
+        return 300 <= status < 500 and status not in (408, 429)
+    causes = _causes(error)
+    if any(isinstance(cause, (requests_errors.Timeout, TimeoutError)) for cause in causes):
+        return False
+    return any(isinstance(cause, (requests_errors.SSLError, ssl.SSLError)) for cause in causes)
+
+
 # What to check when Segment answers with a status, by status.
+_CHECK_WRITE_KEY = (
+    "check the write key (SENTRY_SEGMENT_WRITE_KEY) and that the host or region "
+    "(SENTRY_SEGMENT_REGION) is the source's workspace's"
+)
 _HINTS = {
     400: "Segment refused the batch as invalid",
-    401: "check the write key (SENTRY_SEGMENT_WRITE_KEY) and that the host or region "
-    "(SENTRY_SEGMENT_REGION) is the source's workspace's",
-    403: "check the write key (SENTRY_SEGMENT_WRITE_KEY) and that the host or region "
-    "(SENTRY_SEGMENT_REGION) is the source's workspace's",
+    401: _CHECK_WRITE_KEY,
+    403: _CHECK_WRITE_KEY,
     404: "check the host (SENTRY_SEGMENT_HOST): it is scheme and host only",
+    408: "Segment timed out reading the request",
     413: "Segment refused the batch as too large",
     429: "Segment is rate-limiting this source",
 }
+_CHECK_HOST = "check the host (SENTRY_SEGMENT_HOST, SENTRY_SEGMENT_REGION)"
 
 
-def describe_failure(error: BaseException, host: str) -> str:
-    """What went wrong posting to host, with its HTTP status and what to check."""
+def describe_failure(error: BaseException, host: str, timeout: Optional[float] = None) -> str:
+    """What went wrong posting to host: the HTTP status, or which step of the connection
+    failed (name resolution, refused, timeout, certificate), and what to check."""
+    host = mask_uri(host)
     status = getattr(error, "status", None)
     if isinstance(status, int):
         hint = _HINTS.get(status) or (
-            "Segment is failing; the client retried" if status >= 500 else "Segment refused it"
+            "Segment is failing" if status >= 500 else "Segment refused it"
         )
         return f"{host} answered HTTP {status}: {hint}"
+    causes = _causes(error)
+    within = f" within {timeout:g} s" if timeout else ""
+    name = _host_name(host)
+    # The first that matches, from the outermost step: a timeout wraps the socket's error.
+    steps: list[tuple[Callable[[BaseException], bool], str]] = [
+        (
+            lambda cause: isinstance(cause, (requests_errors.Timeout, TimeoutError)),
+            f"no answer{within} (timeout); check the network and any firewall or proxy "
+            "(SENTRY_SEGMENT_TIMEOUT sets the wait)",
+        ),
+        (
+            lambda cause: "CERTIFICATE_VERIFY_FAILED" in str(cause),
+            f"certificate verification failed for {name} (its TLS certificate is not "
+            f"trusted); {_CHECK_HOST}, or a proxy that intercepts TLS (REQUESTS_CA_BUNDLE "
+            "names the CA to trust)",
+        ),
+        (
+            lambda cause: isinstance(cause, (requests_errors.SSLError, ssl.SSLError)),
+            f"the TLS handshake with {name} failed; {_CHECK_HOST}",
+        ),
+        (
+            lambda cause: (
+                isinstance(cause, socket.gaierror) or type(cause).__name__ == "NameResolutionError"
+            ),
+            f"name resolution failed for {name}; {_CHECK_HOST} and DNS (retried, as it may "
+            "be transient)",
+        ),
+        (
+            lambda cause: isinstance(cause, ConnectionRefusedError),
+            f"connection refused; {_CHECK_HOST} and the network",
+        ),
+        (
+            lambda cause: isinstance(cause, (ConnectionResetError, http.client.RemoteDisconnected)),
+            f"the connection was closed without an answer; {_CHECK_HOST} and the network",
+        ),
+    ]
+    for matches, problem in steps:
+        if any(matches(cause) for cause in causes):
+            return f"could not reach {host}: {problem}"
     if isinstance(error, OSError) or type(error).__module__.startswith(("requests", "urllib3")):
-        return (
-            f"could not reach {host} ({type(error).__name__}): check the host "
-            "(SENTRY_SEGMENT_HOST, SENTRY_SEGMENT_REGION) and the network"
-        )
-    return f"posting to {host} failed ({type(error).__name__}: {error})"
+        return f"could not reach {host} ({type(error).__name__}): {_CHECK_HOST} and the network"
+    return f"posting to {host} failed ({type(error).__name__})"
+
+
+def _causes(error: BaseException) -> list[BaseException]:
+    """The error and what it wraps: requests wraps urllib3's, which wraps the socket's."""
+    found: list[BaseException] = []
+    waiting: list[Any] = [error]
+    while waiting and len(found) < 32:
+        cause = waiting.pop(0)
+        if not isinstance(cause, BaseException) or any(cause is seen for seen in found):
+            continue
+        found.append(cause)
+        waiting.extend((cause.__cause__, cause.__context__, getattr(cause, "reason", None)))
+        waiting.extend(cause.args)
+    return found
+
+
+def _host_name(host: str) -> str:
+    return host.split("://", 1)[-1].rsplit("@", 1)[-1]
 
 
 # How often drain() looks at a queue that has no condition to wait on, and join_unless()
@@ -315,49 +666,42 @@ def join_unless(thread: threading.Thread, took_work: Callable[[], bool], deadlin
             return
 
 
-def drain(work: queue.Queue[Any], deadline: float) -> bool:
-    """Wait until every item put on the queue was marked done, or the deadline passes."""
+def drain(
+    work: queue.Queue[Any], deadline: float, give_up: Callable[[], bool] = lambda: False
+) -> bool:
+    """Wait until every item put on the queue was marked done, or the deadline passes, or
+    give_up() says no more will be done for now (the queue's waiters are notified then)."""
     if not hasattr(work, "all_tasks_done"):
         # gevent's queue, once monkey-patched, has no condition: look, sleeping (a yield).
         while work.unfinished_tasks:
-            if time.monotonic() >= deadline:
+            if time.monotonic() >= deadline or give_up():
                 return False
             time.sleep(POLL_SECONDS)
         return True
     with work.all_tasks_done:
         while work.unfinished_tasks:
             remaining = deadline - time.monotonic()
-            if remaining <= 0:
+            if remaining <= 0 or give_up():
                 return False
             work.all_tasks_done.wait(remaining)
     return True
 
 
-class _RedactWriteKeys(logging.Filter):
-    """Segment's client logs request bodies, write key included, at DEBUG."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.write_keys: set[str] = set()
+class _FoldSegmentsLines(logging.Filter):
+    """Segment's ``post()`` logs a failed post at ERROR, on every post: from the integration's
+    consumers those lines go nowhere, since the integration logs one line per outage. Its
+    DEBUG lines pass, for whoever turned them on."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        try:
-            message = record.getMessage()
-        except Exception:
-            return True
-        redacted = message
-        for write_key in self.write_keys:
-            redacted = redacted.replace(write_key, mask(write_key))
-        if redacted != message:
-            record.msg, record.args = redacted, ()
-        return True
+        return record.levelno < logging.INFO or not isinstance(threading.current_thread(), Consumer)
 
 
 _sinks: dict[tuple[str, str], Sink] = {}
 _sinks_lock = threading.Lock()
 _sinks_pid = os.getpid()
-_redact = _RedactWriteKeys()
+_redact = RedactWriteKeys()
 logging.getLogger(SEGMENT_LOGGER).addFilter(_redact)
+logging.getLogger(SEGMENT_LOGGER).addFilter(_FoldSegmentsLines())
 
 
 def redact(write_key: str) -> None:
@@ -397,3 +741,23 @@ def forget_sinks() -> None:
 
 
 os.register_at_fork(after_in_child=forget_sinks)
+
+
+def report_undelivered() -> int:
+    """At exit: count what Segment did not take by then as dropped_at_exit, in one line."""
+    lost = {sink.host: sink.abandon() for sink in list(_sinks.values())}
+    total = sum(lost.values())
+    if total:
+        with contextlib.suppress(Exception):
+            log.warning(
+                "sentry-segment: exiting with %d messages not delivered to Segment (%s); "
+                "counted in dropped_at_exit",
+                total,
+                ", ".join(f"{mask_uri(host)}: {count}" for host, count in lost.items() if count),
+            )
+    return total
+
+
+# Registered on import, before sentry_sdk.init registers its own: atexit runs this after
+# Sentry's close, whose flush waited for what Segment could still take.
+atexit.register(report_undelivered)

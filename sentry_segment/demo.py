@@ -1,13 +1,13 @@
 """The main job on loopback: a web app's errors reach Sentry and, as track calls, Segment.
 
-Run with ``make demo`` or ``python -m sentry_segment.demo``; needs the ``testing`` extra.
+Run with ``sentry-segment demo``, ``make demo`` or ``python -m sentry_segment.demo``; it needs
+nothing beyond a plain install.
 """
 
 from __future__ import annotations
 
 import io
 import json
-import logging
 import sys
 import threading
 import urllib.error
@@ -87,7 +87,6 @@ def _outcome(before: dict[str, int], after: dict[str, int]) -> str:
 
 def run(out: TextIO = sys.stdout) -> dict[str, int]:
     """Run the demo, print what became of each request's event, and return the stats."""
-    logging.getLogger("werkzeug").setLevel(logging.WARNING)
     with SegmentCollector() as segment, SentryRecorder() as sentry:
         integration = SegmentIntegration(write_key=DEMO_WRITE_KEY, host=segment.host)
         sentry_sdk.init(dsn=sentry.dsn(), integrations=[integration], release="demo-1.0")

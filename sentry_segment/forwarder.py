@@ -7,6 +7,7 @@ import contextlib
 import copy
 import functools
 import os
+import queue
 import sys
 import threading
 import time
@@ -18,7 +19,7 @@ from typing import Any, Optional
 
 from sentry_sdk.utils import capture_internal_exception, capture_internal_exceptions, logger
 
-from . import delivery, payload, receipts
+from . import delivery, hints, payload, receipts
 from .config import Options
 from .quiet import QuietClient, quiet_scopes
 from .ratelimit import RateLimit
@@ -40,6 +41,29 @@ RECEIPT_SECONDS = 60.0
 EARLY_RECEIPT_SECONDS = 10.0
 
 
+class Bell:
+    """Wakes the worker. Ringing it is one call into C (a SimpleQueue's put), where setting a
+    threading.Event runs a Condition's Python code on the capturing thread."""
+
+    def __init__(self) -> None:
+        # Looked up now, not at import: under gevent, the patched queue once it is patched.
+        self._rings: queue.SimpleQueue[bool] = queue.SimpleQueue()
+        self.ring = functools.partial(self._rings.put, True)
+
+    def wait(self, timeout: float) -> bool:
+        """Whether it rang within timeout seconds."""
+        try:
+            return self._rings.get(timeout=timeout)
+        except queue.Empty:
+            return False
+
+    def silence(self) -> None:
+        """Forget the rings that came while the worker was awake."""
+        with contextlib.suppress(queue.Empty):
+            while True:
+                self._rings.get_nowait()
+
+
 class Forwarder:
     """Everything one SegmentIntegration remembers: routes, limits, queue, worker and counters.
 
@@ -56,20 +80,21 @@ class Forwarder:
         self.quiet = QuietClient()
         self._extras = self.shape if self.shape.needs_extras else False
         self._keep_events = options.before_forward is not None
-        # Which events are forwarded, in offer()'s two steps (each counted apart) and as one
-        # test for Sentry's receipts (forwardable). With event_types and anonymous_id left
-        # off they are the plain checks, so those options cost offer() nothing until set.
-        self._forwarded_type = (
-            payload.is_error_or_message if "message" in options.event_types else payload.is_error
-        )
+        # Which events are forwarded: forwardable() decides it for Sentry's receipts, and
+        # offer() the same in two steps (each skip counted apart), inlining the checks of the
+        # default options and asking these only when event_types or anonymous_id are set.
+        self._messages = "message" in options.event_types
+        self._anonymous = bool(options.anonymous_id)
+        self._forwarded_type = payload.is_error_or_message if self._messages else payload.is_error
         self._identified = (
             functools.partial(payload.identified, sources=options.anonymous_id)
-            if options.anonymous_id
+            if self._anonymous
             else payload.has_user_id
         )
         self._routes: dict[Optional[str], Route] = {}
         self._reported: set[str] = set()
         self._watch: Optional[receipts.Watch] = None
+        self._hinted_no_user = False
         self._reset()
         _live_forwarders.add(self)
 
@@ -87,7 +112,7 @@ class Forwarder:
         self._pid = os.getpid()
         self._lock = threading.Lock()
         self._worker: Optional[threading.Thread] = None
-        self._wake: Optional[threading.Event] = None
+        self._wake: Optional[Bell] = None
         self._settled: Optional[threading.Condition] = None
         self._asleep = False
         self._busy = False
@@ -119,7 +144,7 @@ class Forwarder:
             self._sentry_closed = True
             wake = self._wake
             if wake is not None:
-                wake.set()
+                wake.ring()
 
     def receipt(self, event_id: str, received: bool) -> None:
         """Sentry's transport sent (received) or dropped an event this forwarder forwards."""
@@ -130,19 +155,32 @@ class Forwarder:
             self._wake_worker()
 
     def offer(self, event: Mapping[str, Any], dsn: Optional[str]) -> None:
-        """Consider an event Sentry has sent; queue it for forwarding or count why not."""
+        """Consider an event Sentry has sent; queue it for forwarding or count why not.
+
+        On the capturing thread, for every error: lookups, and a C call to wake the worker.
+        """
         if self._pid != os.getpid():
             # Forked without Python's fork hooks (uWSGI, a fork() from C): as the hook would.
             self._after_fork()
-        if not self._forwarded_type(event):
+        # payload.is_error and a first look for a user, inlined: this runs for every event.
+        exception = event.get("exception")
+        values = exception.get("values") if isinstance(exception, dict) else None
+        if not (isinstance(values, list) and values) and not (
+            self._messages and self._forwarded_type(event)
+        ):
             self.stats.add("skipped_not_error")
             return
-        destination = self.route_for(dsn)
+        destination = self._routes.get(dsn) or self.route_for(dsn)
         if not destination.enabled:
             self.stats.add(destination.skipped_as)
             return
-        if not self._identified(event):
+        user = event.get("user")
+        if (
+            not isinstance(user, dict) or user.get("id") is None or payload.user_id(event) is None
+        ) and not (self._anonymous and self._identified(event)):
             self.stats.add("skipped_no_user")
+            if not self._hinted_no_user:
+                self._hint_no_user()
             return
         pending = self._pending
         if len(pending) + len(self._awaiting) >= self.options.max_queue_size:
@@ -152,8 +190,18 @@ class Forwarder:
             pending.append((event, destination))
         else:
             pending.append((payload.error_fields(event, self._extras), destination))
-        if self._asleep or self._worker is None:
+        if self._asleep:
+            self._asleep = False
+            wake = self._wake
+            if wake is not None:
+                wake.ring()
+        elif self._worker is None:
             self._wake_worker()
+
+    def _hint_no_user(self) -> None:
+        """Say once, visibly, why errors are not forwarded and what to do."""
+        self._hinted_no_user = True
+        delivery.log.warning("sentry-segment: %s", hints.no_user_id())
 
     def flush(self, deadline: float) -> bool:
         """Hand every queued event to Segment and wait until Segment has answered for each
@@ -187,7 +235,7 @@ class Forwarder:
         worker, wake = self._worker, self._wake
         if worker is not None and wake is not None and worker is not threading.current_thread():
             self._end_when_idle = True
-            wake.set()
+            wake.ring()
             delivery.join_unless(worker, lambda: bool(self._pending) or self._busy, deadline)
         for sink in list(self._sinks):
             sink.end_idle_consumer(deadline)
@@ -211,7 +259,7 @@ class Forwarder:
         self._hurry = True
         wake = self._wake
         if wake is not None:
-            wake.set()
+            wake.ring()
         with contextlib.ExitStack() as sinks:
             for sink in list(self._sinks):
                 sinks.enter_context(sink.urgent())
@@ -228,7 +276,7 @@ class Forwarder:
         with self._lock:
             if self._worker is None:
                 if self._wake is None:
-                    self._wake = threading.Event()
+                    self._wake = Bell()
                     self._settled = threading.Condition(threading.Lock())
                 start = self._worker = threading.Thread(
                     target=self._work, name="sentry-segment", daemon=True
@@ -240,7 +288,7 @@ class Forwarder:
         if start is not None:
             start.start()
         elif wake is not None:
-            wake.set()
+            wake.ring()
 
     def _work(self) -> None:
         with quiet_scopes(self.quiet):
@@ -264,7 +312,7 @@ class Forwarder:
                         continue
                     if pending and not self._hurry:
                         wake.wait(LINGER_SECONDS)
-                        wake.clear()
+                        wake.silence()
                 self._busy = True
                 try:
                     while pending or sentry_receipts:
@@ -278,12 +326,12 @@ class Forwarder:
                         with settled:
                             settled.notify_all()
 
-    def _sleep(self, wake: threading.Event) -> bool:
+    def _sleep(self, wake: Bell) -> bool:
         self._asleep = True
         # An event appended before the flag was set saw no sleeping worker: look again.
         woken = bool(self._pending or self._receipts) or wake.wait(IDLE_SECONDS)
         self._asleep = False
-        wake.clear()
+        wake.silence()
         return woken
 
     def _received(self, batch: list[tuple[Any, Route]]) -> list[tuple[Any, Route]]:

@@ -18,7 +18,7 @@ from sentry_sdk.integrations import Integration
 from sentry_sdk.scope import add_global_event_processor
 from sentry_sdk.utils import capture_internal_exception, capture_internal_exceptions
 
-from . import _compat, config, payload
+from . import _compat, config, contract, payload
 from .delivery import SEGMENT_LOGGER
 from .forwarder import Forwarder
 
@@ -103,6 +103,12 @@ class SegmentIntegration(Integration):
 
     @staticmethod
     def setup_once() -> None:
+        missing = contract.gaps()
+        if missing:
+            # Inert rather than DidNotEnable, which sentry-sdk re-raises into init() for an
+            # integration the application names.
+            contract.report(missing)
+            return
         # Segment's client logs failed uploads at ERROR: as Sentry events they would loop back.
         _compat.ignore_logger(SEGMENT_LOGGER)
         # These two run on every capture: plain functions cost them ~20 ns where wrapt's
@@ -191,15 +197,14 @@ _sent_event: ContextVar[Optional[list[Any]]] = ContextVar("sentry_segment_sent_e
 
 def _forward_sent_events(capture_event: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(capture_event)
-    def sentry_segment_capture_event(
-        self: _Client, event: Any, hint: Any = None, scope: Any = None
-    ) -> Any:
+    # Any arguments, passed on as given: a release that adds or renames one keeps working.
+    def sentry_segment_capture_event(self: _Client, *args: Any, **kwargs: Any) -> Any:
         # Hidden from the stack traces Sentry attaches (attach_stacktrace): this frame's locals
         # hold the client and its options.
         __tracebackhide__ = True
         integration = self.get_integration(SegmentIntegration)
         if integration is None:
-            return capture_event(self, event, hint, scope)
+            return capture_event(self, *args, **kwargs)
         if integration._client is not self:
             # Before the event reaches the transport, which is watched from now on.
             with capture_internal_exceptions():
@@ -207,7 +212,7 @@ def _forward_sent_events(capture_event: Callable[..., Any]) -> Callable[..., Any
         sent: list[Any] = [None]
         token = _sent_event.set(sent)
         try:
-            event_id = capture_event(self, event, hint, scope)
+            event_id = capture_event(self, *args, **kwargs)
         finally:
             _sent_event.reset(token)
         # A plain try (not capture_internal_exceptions()) keeps this path lean for every capture.
@@ -215,8 +220,10 @@ def _forward_sent_events(capture_event: Callable[..., Any]) -> Callable[..., Any
             if event_id is not None:
                 if sent[0] is not None:
                     integration._forwarder.offer(sent[0], self.options.get("dsn"))
-            elif isinstance(event, dict) and payload.is_error(event):
-                integration._skipped_not_sent(self)
+            else:
+                event = kwargs.get("event", args[0] if args else None)
+                if isinstance(event, dict) and payload.is_error(event):
+                    integration._skipped_not_sent(self)
         except Exception:
             capture_internal_exception(sys.exc_info())
         return event_id
@@ -224,14 +231,19 @@ def _forward_sent_events(capture_event: Callable[..., Any]) -> Callable[..., Any
     return sentry_segment_capture_event
 
 
+# Sentry's types of error and message events (sentry-sdk leaves the type out for both).
+_EVENT_TYPES = frozenset({None, "error", "default"})
+
+
 def _record_sent_event(prepare_event: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(prepare_event)
-    def sentry_segment_prepare_event(self: _Client, event: Any, hint: Any, scope: Any) -> Any:
+    def sentry_segment_prepare_event(self: _Client, *args: Any, **kwargs: Any) -> Any:
         __tracebackhide__ = True
-        prepared = prepare_event(self, event, hint, scope)
+        prepared = prepare_event(self, *args, **kwargs)
         sent = _sent_event.get()
-        # Transactions are not counted: they are not events in the forwarder's sense.
-        if sent is not None and type(prepared) is dict and prepared.get("type") != "transaction":
+        # Transactions, check-ins and feedback are not counted: not events in the forwarder's
+        # sense (an error or a message).
+        if sent is not None and type(prepared) is dict and prepared.get("type") in _EVENT_TYPES:
             sent[0] = prepared
         return prepared
 

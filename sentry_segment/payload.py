@@ -6,6 +6,7 @@ Events are the plain dicts Sentry's serializer produces; anything else in their 
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import json
 import math
@@ -13,7 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from string import Formatter
-from typing import Any, NamedTuple, Optional, Union
+from typing import Any, Callable, NamedTuple, Optional, Union
 from urllib.parse import quote, unquote, urlsplit
 
 from .scrub import FILTERED, Scrubber, patterns
@@ -319,6 +320,11 @@ class ErrorFields(NamedTuple):
     anonymous_id: Any = None
 
 
+_new_fields: Callable[[tuple[Any, ...]], ErrorFields] = functools.partial(
+    tuple.__new__, ErrorFields
+)
+
+
 def error_fields(event: Mapping[str, Any], extras: Union[bool, Shape] = False) -> ErrorFields:
     """The fields of an event that build_track reads; with extras (True, or a shape that
     needs_extras), also those `include` reads, and the anonymous ID the shape's sources find."""
@@ -332,32 +338,37 @@ def error_fields(event: Mapping[str, Any], extras: Union[bool, Shape] = False) -
     exception = get("exception")
     values = exception.get("values") if isinstance(exception, dict) else None
     first = values[0] if isinstance(values, list) and values else None
-    fields = ErrorFields(
-        get("event_id"),
-        get("timestamp"),
-        get("level"),
-        get("environment"),
-        get("release"),
-        get("transaction"),
-        user.get("id"),
-        user.get("ip_address"),
-        request.get("url"),
-        request.get("method"),
-        request.get("query_string"),
-        request.get("headers"),
-        request.get("env"),
-        first.get("type") if isinstance(first, dict) else None,
-    )
-    if not extras:
-        return fields
-    stacktrace = first.get("stacktrace") if isinstance(first, dict) else None
-    sources = extras.anonymous_id if isinstance(extras, Shape) else ()
-    return fields._replace(
-        tags=get("tags"),
-        exception_value=first.get("value") if isinstance(first, dict) else None,
-        handled=_handled(values),
-        frames=stacktrace.get("frames") if isinstance(stacktrace, dict) else None,
-        anonymous_id=anonymous_id(event, sources) if sources else None,
+    if not isinstance(first, dict):
+        first = _EMPTY
+    frames = found = None
+    if extras:
+        stacktrace = first.get("stacktrace")
+        frames = stacktrace.get("frames") if isinstance(stacktrace, dict) else None
+        sources = extras.anonymous_id if isinstance(extras, Shape) else ()
+        found = anonymous_id(event, sources) if sources else None
+    # tuple.__new__ rather than ErrorFields(...): the generated __new__ is a Python frame.
+    return _new_fields(
+        (
+            get("event_id"),
+            get("timestamp"),
+            get("level"),
+            get("environment"),
+            get("release"),
+            get("transaction"),
+            user.get("id"),
+            user.get("ip_address"),
+            request.get("url"),
+            request.get("method"),
+            request.get("query_string"),
+            request.get("headers"),
+            request.get("env"),
+            first.get("type"),
+            get("tags") if extras else None,
+            first.get("value") if extras else None,
+            _handled(values) if extras else None,
+            frames,
+            found,
+        )
     )
 
 

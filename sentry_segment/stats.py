@@ -17,6 +17,8 @@ COUNTERS = (
     "skipped_no_write_key",
     "skipped_no_user",
     "dropped_queue_full",
+    "dropped_oldest",
+    "dropped_at_exit",
     "dropped_by_before_forward",
     "before_forward_errors",
     "dropped_invalid_message",

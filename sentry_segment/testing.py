@@ -1,31 +1,34 @@
 """Loopback Segment and Sentry endpoints that record what arrives, for tests and development.
 
-They need the ``testing`` extra (``pip install sentry-segment[testing]``), which brings
-pytest-httpserver. The pytest fixtures built on them are in ``sentry_segment.pytest_plugin``.
+Standard library only (``http.server``), so ``sentry-segment listen`` and the demo run on a
+plain install. The pytest fixtures built on them are in ``sentry_segment.pytest_plugin``.
 """
 
 from __future__ import annotations
 
 import base64
+import contextlib
 import gzip
 import json
 import re
+import socket
+import socketserver
 import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
+from email.message import Message
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING, Any, Callable, Optional
 
-from sentry_sdk.envelope import Envelope
-
 if TYPE_CHECKING:
-    from werkzeug import Request, Response
-
     from .integration import SegmentIntegration
 
 LOOPBACK = "127.0.0.1"
 TEST_WRITE_KEY = "sentry_segment_test_write_key"
 _ENVELOPE_PATH = re.compile(r"^/api/[0-9]+/envelope/$")
+# How often a server's accept loop looks whether stop() was called.
+_POLL_SECONDS = 0.05
 
 
 @dataclass(frozen=True)
@@ -44,21 +47,141 @@ class ReceivedBatch:
         return list(batch) if isinstance(batch, list) else []
 
 
+@dataclass(frozen=True)
+class _Request:
+    path: str
+    headers: Message
+    body: bytes  # decompressed
+
+
+@dataclass(frozen=True)
+class _Answer:
+    status: int
+    body: bytes
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+def _json_answer(status: int, content: Any, headers: Optional[dict[str, str]] = None) -> _Answer:
+    return _Answer(status, json.dumps(content).encode(), dict(headers or {}))
+
+
+class _Handler(BaseHTTPRequestHandler):
+    # One request per connection (Connection: close), as werkzeug's server that this replaced:
+    # a process forked from C (uWSGI) shares its parent's pooled connections, which a
+    # keep-alive server would then answer interleaved.
+    protocol_version = "HTTP/1.1"
+    # Headers and body go out as two writes: with Nagle's algorithm the body would wait for
+    # the client's delayed ACK, 40 ms per request.
+    disable_nagle_algorithm = True
+    server: _Server
+
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
+            body = self._read_chunked()
+        if self.headers.get("Content-Encoding") == "gzip":
+            body = gzip.decompress(body)
+        answer = self.server.answer(_Request(self.path, self.headers, body))
+        self.send_response(answer.status)
+        for name, value in answer.headers.items():
+            self.send_header(name, value)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(answer.body)))
+        self.send_header("Connection", "close")
+        self.close_connection = True
+        self.end_headers()
+        self.wfile.write(answer.body)
+
+    def _read_chunked(self) -> bytes:
+        chunks: list[bytes] = []
+        while True:
+            size = int(self.rfile.readline().split(b";")[0].strip() or b"0", 16)
+            if size == 0:
+                while self.rfile.readline() not in (b"\r\n", b"\n", b""):
+                    pass  # trailers
+                return b"".join(chunks)
+            chunks.append(self.rfile.read(size))
+            self.rfile.readline()
+
+    def log_message(self, format: str, *args: Any) -> None:
+        return None  # no access log: the owner records what matters
+
+
+class _Server(ThreadingHTTPServer):
+    """A threading HTTP server that can end its keep-alive connections when stopped, so that
+    a stopped endpoint answers nobody, as a host that went away."""
+
+    daemon_threads = True
+
+    def __init__(self, port: int, answer: Callable[[_Request], _Answer]) -> None:
+        self.answer = answer
+        self._connections: set[socket.socket] = set()
+        self._connections_lock = threading.Lock()
+        super().__init__((LOOPBACK, port), _Handler)
+
+    def server_bind(self) -> None:
+        # HTTPServer.server_bind looks up the host's FQDN, which can hang without DNS.
+        socketserver.TCPServer.server_bind(self)
+        self.server_name, self.server_port = LOOPBACK, self.server_address[1]
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        with self._connections_lock:
+            self._connections.add(request)
+        super().process_request(request, client_address)
+
+    def shutdown_request(self, request: Any) -> None:
+        with self._connections_lock:
+            self._connections.discard(request)
+        super().shutdown_request(request)
+
+    def end_connections(self) -> None:
+        with self._connections_lock:
+            connections = list(self._connections)
+        for connection in connections:
+            with contextlib.suppress(OSError):  # already closed by the client
+                connection.shutdown(socket.SHUT_RDWR)
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # A client that gave up waiting (its timeout) leaves a broken pipe here: no error.
+        return None
+
+
 class _Loopback:
     def __init__(self, port: int = 0) -> None:
-        from pytest_httpserver import HTTPServer
-
-        self.server = HTTPServer(LOOPBACK, port, threaded=True)
+        self._port = port
+        self._server: Optional[_Server] = None
+        self._thread: Optional[threading.Thread] = None
         self._lock = threading.Lock()
         self._changed = threading.Condition(self._lock)
 
     def start(self) -> None:
-        if not self.server.is_running():
-            self.server.start()
+        """Listen on 127.0.0.1 (the port given, or a free one) and answer in threads."""
+        if self._server is not None:
+            return
+        server = _Server(self._port, self._answer)
+        self._port = server.server_address[1]
+        self._thread = threading.Thread(
+            target=server.serve_forever,
+            kwargs={"poll_interval": _POLL_SECONDS},
+            name=f"loopback-{type(self).__name__}",
+            daemon=True,
+        )
+        self._server = server
+        self._thread.start()
 
     def stop(self) -> None:
-        if self.server.is_running():
-            self.server.stop()
+        """Stop listening and end open connections; start() listens again on the same port."""
+        server, thread = self._server, self._thread
+        if server is None or thread is None:
+            return
+        self._server = self._thread = None
+        server.shutdown()
+        server.end_connections()
+        server.server_close()
+        thread.join()
+
+    def is_running(self) -> bool:
+        return self._server is not None
 
     def __enter__(self) -> Any:
         self.start()
@@ -68,8 +191,16 @@ class _Loopback:
         self.stop()
 
     @property
+    def port(self) -> int:
+        """The port: the one given, or once started the free one picked."""
+        return self._port
+
+    @property
     def url(self) -> str:
-        return f"http://{LOOPBACK}:{self.server.port}"
+        return f"http://{LOOPBACK}:{self._port}"
+
+    def _answer(self, request: _Request) -> _Answer:
+        raise NotImplementedError
 
     def _wait(self, ready: Any, timeout: float) -> bool:
         deadline = time.monotonic() + timeout
@@ -80,13 +211,6 @@ class _Loopback:
                     return False
                 self._changed.wait(remaining)
         return True
-
-
-def _body(request: Request) -> bytes:
-    data = request.get_data()
-    if request.headers.get("Content-Encoding") == "gzip":
-        return gzip.decompress(data)
-    return data
 
 
 class SegmentCollector(_Loopback):
@@ -104,7 +228,6 @@ class SegmentCollector(_Loopback):
         self._batches: list[ReceivedBatch] = []
         self._in_progress = 0
         self._scripted: deque[tuple[int, dict[str, str], float]] = deque()
-        self.server.expect_request("/v1/batch", method="POST").respond_with_handler(self._handle)
 
     @property
     def host(self) -> str:
@@ -172,14 +295,16 @@ class SegmentCollector(_Loopback):
     def _accepted_locked(self) -> list[dict[str, Any]]:
         return [m for b in self._batches if 200 <= b.status < 300 for m in b.messages]
 
-    def _handle(self, request: Request) -> Response:
-        from werkzeug import Response
-
-        raw = _body(request)
+    def _answer(self, request: _Request) -> _Answer:
+        if request.path != "/v1/batch":
+            return _json_answer(404, {"error": "not found"})
+        raw = request.body
         try:
             body = json.loads(raw, parse_constant=_refuse_constant)
         except ValueError:
-            return Response('{"error": "invalid JSON"}', status=400)
+            return _json_answer(400, {"error": "invalid JSON"})
+        if not isinstance(body, dict):
+            return _json_answer(400, {"error": "not a JSON object"})
         with self._lock:
             status, headers, delay = self._scripted.popleft() if self._scripted else (200, {}, 0.0)
         if delay:
@@ -198,12 +323,7 @@ class SegmentCollector(_Loopback):
         if self._on_message is not None and status < 300:
             for message in ReceivedBatch(None, body, status, raw).messages:
                 self._on_message(message)
-        return Response(
-            json.dumps({"success": status < 300}),
-            status=status,
-            headers=headers,
-            content_type="application/json",
-        )
+        return _json_answer(status, {"success": status < 300}, headers)
 
 
 class SentryRecorder(_Loopback):
@@ -219,14 +339,14 @@ class SentryRecorder(_Loopback):
         self._events: list[dict[str, Any]] = []
         self._transactions: list[dict[str, Any]] = []
         self._spans: list[dict[str, Any]] = []
+        self._logs: list[dict[str, Any]] = []
         # (status, headers) to answer with: a 2xx receives the envelope, anything else refuses
         # it, as Sentry's 429 does for an organization over its quota.
         self.answer: tuple[int, dict[str, str]] = (200, {})
-        self.server.expect_request(_ENVELOPE_PATH, method="POST").respond_with_handler(self._handle)
 
     def dsn(self, project: int = 1, public_key: str = "public") -> str:
         """A DSN whose events arrive here."""
-        return f"http://{public_key}@{LOOPBACK}:{self.server.port}/{project}"
+        return f"http://{public_key}@{LOOPBACK}:{self.port}/{project}"
 
     def events(self) -> list[dict[str, Any]]:
         with self._lock:
@@ -242,6 +362,11 @@ class SentryRecorder(_Loopback):
             inside = [span for t in self._transactions for span in t.get("spans") or []]
             return [*inside, *self._spans]
 
+    def logs(self) -> list[dict[str, Any]]:
+        """Every Sentry Log received (``enable_logs``)."""
+        with self._lock:
+            return list(self._logs)
+
     def wait_for_events(self, count: int, timeout: float = 10.0) -> list[dict[str, Any]]:
         self._wait(lambda: len(self._events) >= count, timeout)
         return self.events()
@@ -251,21 +376,26 @@ class SentryRecorder(_Loopback):
             self._events.clear()
             self._transactions.clear()
             self._spans.clear()
+            self._logs.clear()
             self.answer = (200, {})
 
-    def _handle(self, request: Request) -> Response:
-        from werkzeug import Response
+    def _answer(self, request: _Request) -> _Answer:
+        # Imported here: the pytest plugin may start this before a conftest imports sentry_sdk.
+        from sentry_sdk.envelope import Envelope
 
+        if not _ENVELOPE_PATH.match(request.path.partition("?")[0]):
+            return _json_answer(404, {"error": "not found"})
         status, headers = self.answer
         if status >= 300:
-            return Response("{}", status=status, headers=headers)
-        envelope = Envelope.deserialize(_body(request))
+            return _json_answer(status, {}, headers)
+        envelope = Envelope.deserialize(request.body)
         arrived = []
         with self._changed:
             for item in envelope.items:
-                if item.type == "span":  # sentry-sdk 3 streams spans: {"items": [...]}
-                    streamed = json.loads(item.payload.get_bytes())
-                    self._spans.extend(streamed.get("items") or [])
+                if item.type in ("span", "log"):  # batches: {"items": [...]}
+                    batch = json.loads(item.payload.get_bytes())
+                    kept_items = self._spans if item.type == "span" else self._logs
+                    kept_items.extend(batch.get("items") or [])
                     continue
                 payload = item.payload.json
                 if isinstance(payload, dict) and item.type in ("event", "transaction"):
@@ -277,7 +407,7 @@ class SentryRecorder(_Loopback):
         if self._on_event is not None:
             for event in arrived:
                 self._on_event(event)
-        return Response("{}", status=status, headers=headers, content_type="application/json")
+        return _json_answer(status, {}, headers)
 
 
 def _refuse_constant(name: str) -> Any:
@@ -285,7 +415,7 @@ def _refuse_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
 
 
-def _basic_auth_user(request: Request) -> Optional[str]:
+def _basic_auth_user(request: _Request) -> Optional[str]:
     header = request.headers.get("Authorization", "")
     if not header.startswith("Basic "):
         return None

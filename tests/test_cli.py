@@ -6,16 +6,21 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
+import venv
 from pathlib import Path
 from typing import Any
 
 import pytest
 from jsonschema import Draft7Validator
 
+from sentry_segment import cli
+from sentry_segment.config import EU_HOST, US_HOST
 from sentry_segment.testing import SegmentCollector
 
+from .conftest import ROOT
 from .support import free_port
 
 KEY = "wk_CliTestKey_0123456789"
@@ -23,11 +28,13 @@ OTHER = "wk_CliOtherKey_9876543210"
 COMMAND = Path(sys.executable).parent / "sentry-segment"
 
 
-def run(*args: str, **environment: str) -> subprocess.CompletedProcess[str]:
-    environ = {k: v for k, v in os.environ.items() if not k.startswith("SENTRY_SEGMENT_")}
+def run(
+    *args: str, command: Path = COMMAND, **environment: str
+) -> subprocess.CompletedProcess[str]:
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("SENTRY_")}
     environ.update(environment)
     return subprocess.run(
-        [str(COMMAND), *args], check=False, env=environ, capture_output=True, text=True, timeout=60
+        [str(command), *args], check=False, env=environ, capture_output=True, text=True, timeout=60
     )
 
 
@@ -283,3 +290,254 @@ def test_python_dash_m_runs_the_demo() -> None:
         check=True,
     )
     assert done.stdout.count("forwarded: Segment has it") == 2
+
+
+def test_check_names_a_missing_dsn_and_the_effective_region() -> None:
+    without_dsn = run("check", SENTRY_SEGMENT_WRITE_KEY=KEY)
+    assert without_dsn.returncode == 0, without_dsn.stderr
+    assert "warning: SENTRY_DSN is not set" in without_dsn.stderr
+    assert json.loads(without_dsn.stdout.split("configuration OK")[0])["region"] == "us"
+    with_dsn = run("check", SENTRY_SEGMENT_WRITE_KEY=KEY, SENTRY_DSN="http://public@127.0.0.1:9/1")
+    assert "SENTRY_DSN" not in with_dsn.stderr
+    # What to do about errors without a user ID, whatever else is configured.
+    assert "set_user" in with_dsn.stderr
+    assert "send_default_pii=True" in with_dsn.stderr
+
+
+@pytest.mark.parametrize(
+    ("host", "region", "warned"),
+    [
+        ("http://segment.internal.example", None, True),
+        ("http://127.0.0.1:8765", None, False),
+        ("http://localhost:8765", None, False),
+        ("https://segment.internal.example", None, False),
+        (EU_HOST, "eu", False),
+    ],
+)
+def test_check_warns_when_the_write_key_would_travel_in_clear_text(
+    host: str,
+    region: object,
+    warned: bool,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.setenv("SENTRY_SEGMENT_WRITE_KEY", KEY)
+    monkeypatch.setenv("SENTRY_SEGMENT_HOST", host)
+    assert cli.main(["check"]) == 0
+    printed = capsys.readouterr()
+    assert json.loads(printed.out.split("configuration OK")[0])["region"] == region
+    assert ("clear text" in printed.err) is warned
+    assert KEY not in printed.out + printed.err
+
+
+@pytest.mark.parametrize(
+    ("arguments", "named"),
+    [
+        (["listen", "--port", "99999"], "--port"),
+        (["listen", "--port", "0"], "--port"),
+        (["listen", "--port", "-1"], "--port"),
+        (["listen", "--port", "http"], "--port"),
+        (["send-test-event", "--project", "abc"], "--project"),
+        (["send-test-event", "--project", "-7"], "--project"),
+        (["send-test-event", "--user-id", ""], "--user-id"),
+        (["send-test-event", "--user-id", "  "], "--user-id"),
+    ],
+)
+def test_bad_arguments_are_refused_before_anything_is_sent(
+    arguments: list[str],
+    named: str,
+    segment_collector: SegmentCollector,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.setenv("SENTRY_SEGMENT_WRITE_KEY", KEY)
+    monkeypatch.setenv("SENTRY_SEGMENT_HOST", segment_collector.host)
+    assert cli.main(arguments) == 2
+    error = capsys.readouterr().err
+    assert f"argument {named}" in error
+    assert "Traceback" not in error
+    assert segment_collector.batches() == []
+
+
+def test_listen_says_when_its_port_is_taken() -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        done = run("listen", "--port", str(port))
+    assert done.returncode == 1
+    assert done.stderr.strip().startswith(f"sentry-segment: cannot listen on 127.0.0.1:{port}: ")
+    assert "Traceback" not in done.stderr
+
+
+def test_send_test_event_json_is_one_parseable_object(segment_collector: SegmentCollector) -> None:
+    environment = {"SENTRY_SEGMENT_WRITE_KEY": KEY, "SENTRY_SEGMENT_HOST": segment_collector.host}
+    sent = run("send-test-event", "--json", "--user-id", "42", **environment)
+    assert sent.returncode == 0, sent.stderr
+    report = json.loads(sent.stdout)
+    [message] = segment_collector.tracked("Error Captured", userId="42")
+    assert report == {
+        "accepted": True,
+        "error": None,
+        "host": segment_collector.host,
+        "message": message,
+        "status": 200,
+    }
+    segment_collector.respond_next(1, 503)
+    failed = run("send-test-event", "--json", **environment)
+    assert failed.returncode == 1
+    report = json.loads(failed.stdout)
+    assert report["accepted"] is False
+    assert report["status"] == 503
+    assert "posted once and did not retry" in report["error"]
+    assert [batch.status for batch in segment_collector.batches()] == [200, 503]
+    assert KEY not in sent.stdout + sent.stderr + failed.stdout + failed.stderr
+
+
+def test_a_failing_segment_is_not_said_to_have_been_retried(
+    segment_collector: SegmentCollector,
+) -> None:
+    segment_collector.respond_next(1, 503)
+    done = run(
+        "send-test-event", SENTRY_SEGMENT_WRITE_KEY=KEY, SENTRY_SEGMENT_HOST=segment_collector.host
+    )
+    assert done.returncode == 1
+    [line] = done.stderr.strip().splitlines()
+    assert "HTTP 503" in line
+    assert "retried" not in line.replace("did not retry", "")
+    assert len(segment_collector.batches()) == 1
+
+
+def test_the_success_line_warns_that_the_us_host_takes_an_eu_key_too() -> None:
+    us = cli._accepted(200, US_HOST)
+    assert "EU" in us
+    assert "SENTRY_SEGMENT_REGION=eu" in us
+    assert "Debugger" in us
+    elsewhere = cli._accepted(200, EU_HOST)
+    assert "Debugger" in elsewhere
+    assert "SENTRY_SEGMENT_REGION" not in elsewhere
+
+
+COMMANDS_FOR_A_CLOSED_PIPE = [
+    pytest.param(["check"], id="check"),
+    pytest.param(["schema"], id="schema"),
+    pytest.param(["send-test-event"], id="send-test-event"),
+    pytest.param(["listen", "--port", "0"], id="listen"),  # replaced by a free port below
+    pytest.param(["demo"], id="demo"),
+    pytest.param(["--help"], id="help"),
+]
+
+
+@pytest.mark.parametrize("arguments", COMMANDS_FOR_A_CLOSED_PIPE)
+@pytest.mark.parametrize("unbuffered", ["1", ""], ids=["unbuffered", "buffered"])
+def test_every_command_survives_a_reader_that_has_gone(
+    arguments: list[str], unbuffered: str, segment_collector: SegmentCollector
+) -> None:
+    """`sentry-segment X | head -1` where head has already exited: the first write fails.
+    Buffered, it fails when the output is flushed; unbuffered, at the first print."""
+    arguments = [str(free_port()) if a == "0" else a for a in arguments]
+    reader, writer = os.pipe()
+    os.close(reader)
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("SENTRY_")}
+    environ.update(
+        SENTRY_SEGMENT_WRITE_KEY=KEY,
+        SENTRY_SEGMENT_HOST=segment_collector.host,
+        PYTHONUNBUFFERED=unbuffered,
+    )
+    try:
+        done = subprocess.run(
+            [str(COMMAND), *arguments],
+            stdout=writer,
+            stderr=subprocess.PIPE,
+            env=environ,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+    finally:
+        os.close(writer)
+    # argparse's --help swallows the error itself (0); the commands say the pipe closed (141).
+    assert done.returncode in (0, cli.EXIT_CLOSED_PIPE), done.stderr
+    assert "Traceback" not in done.stderr
+    assert "Exception ignored" not in done.stderr
+
+
+def test_schema_piped_into_head_never_prints_a_traceback() -> None:
+    """The race as a shell meets it: head exits after one line, while schema still writes."""
+    script = f"for i in $(seq 10); do {COMMAND} schema | head -1 >/dev/null; done"
+    done = subprocess.run(
+        ["sh", "-c", script],
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.stderr == ""
+
+
+@pytest.fixture(scope="module")
+def plain_install(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A fresh virtual environment with `pip install <this checkout>`, no extras: its bin/."""
+    where = tmp_path_factory.mktemp("plain-install")
+    venv.create(where, with_pip=True)
+    bin_folder = where / "bin"
+    subprocess.run(
+        [str(bin_folder / "python"), "-m", "pip", "install", "--quiet", str(ROOT)],
+        check=True,
+        capture_output=True,
+        timeout=600,
+        env={**os.environ, "PIP_DISABLE_PIP_VERSION_CHECK": "1"},
+    )
+    return bin_folder
+
+
+def test_a_plain_install_has_no_test_dependencies(plain_install: Path) -> None:
+    for module in ("pytest", "pytest_httpserver", "werkzeug"):
+        found = subprocess.run(
+            [str(plain_install / "python"), "-c", f"import {module}"],
+            capture_output=True,
+            timeout=60,
+            check=False,
+        )
+        assert found.returncode == 1, module
+
+
+def test_listen_on_a_plain_install_prints_a_line_per_message(plain_install: Path) -> None:
+    command = plain_install / "sentry-segment"
+    port = free_port()
+    listener = subprocess.Popen(
+        [str(command), "listen", "--port", str(port)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert listener.stdout is not None
+        assert f"127.0.0.1:{port}" in listener.stdout.readline()
+        sent = run(
+            "send-test-event",
+            "--user-id",
+            "42",
+            command=command,
+            SENTRY_SEGMENT_WRITE_KEY=KEY,
+            SENTRY_SEGMENT_HOST=f"http://127.0.0.1:{port}",
+        )
+        assert sent.returncode == 0, sent.stderr
+        line = listener.stdout.readline()
+    finally:
+        listener.send_signal(signal.SIGTERM)
+        _, errors = listener.communicate(timeout=10)
+    assert listener.returncode == 0, errors
+    assert line.startswith("Error Captured")
+    assert "userId=42 " in line
+
+
+def test_demo_and_check_on_a_plain_install(plain_install: Path) -> None:
+    command = plain_install / "sentry-segment"
+    demo = run("demo", command=command)
+    assert demo.returncode == 0, demo.stderr
+    assert demo.stdout.count("forwarded: Segment has it") == 2
+    check = run("check", command=command, SENTRY_SEGMENT_WRITE_KEY=KEY)
+    assert check.returncode == 0, check.stderr
+    assert "SENTRY_DSN is not set" in check.stderr

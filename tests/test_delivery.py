@@ -4,16 +4,13 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, Callable
 
 import pytest
-import sentry_sdk
 from hypothesis import assume, given
 from hypothesis import strategies as st
 from segment.analytics import Client
-from sentry_sdk.scope import Scope
 
 from sentry_segment import delivery
 from sentry_segment.config import resolve
@@ -22,7 +19,7 @@ from sentry_segment.stats import Stats
 from sentry_segment.testing import SegmentCollector
 
 from .conftest import WRITE_KEY
-from .support import events
+from .support import events, free_port
 
 OPTIONS = resolve(write_key=WRITE_KEY, environ={})
 
@@ -81,52 +78,121 @@ def test_each_message_is_counted_for_the_stats_that_sent_it(segment: SegmentColl
     assert sorted(m["userId"] for m in segment.messages()) == ["0", "1", "2", "99"]
 
 
-@pytest.fixture
-def sentry_debug() -> Iterator[None]:
-    """sentry-sdk's logger, where the integration reports, is silent unless debug is on."""
-    sentry_sdk.init(debug=True)
-    yield
-    sentry_sdk.get_client().close()
-    Scope.get_global_scope().set_client(None)
+def own_sink(segment: SegmentCollector, name: str, path: str = "", **options: Any) -> delivery.Sink:
+    """A Segment client of the test's own (one per write key and host per process), so that
+    what it logs once, or its failing, is the test's."""
+    write_key = f"wk_{name}_0123456789abcdef"
+    resolved = resolve(write_key=write_key, environ={}, **options)
+    return delivery.sink_for(write_key, segment.host + path, resolved)
 
 
-@pytest.mark.usefixtures("sentry_debug")
-def test_refused_batches_count_as_failed_and_log_once_per_incident(
+def wait_for(condition: Callable[[], bool], timeout: float = 10) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.01)
+
+
+def test_refused_messages_count_as_failed_and_are_logged_once(
     segment: SegmentCollector, caplog: pytest.LogCaptureFixture
 ) -> None:
-    sink = delivery.sink_for(WRITE_KEY, segment.host, OPTIONS)
+    sink = own_sink(segment, "RefusedMessages")
     stats = Stats()
     segment.respond_next(3, 400)
-    with caplog.at_level(logging.WARNING, logger="sentry_sdk.errors"):
+    with caplog.at_level(logging.WARNING):
         for number in range(3):
-            sink.put_many([message(number)], stats, True)
+            sink.put_many([message(number)], stats, False)
             assert sink.wait_until_sent(time.monotonic() + 5)
-        sink.put_many([message(3)], stats, True)
+        sink.put_many([message(3)], stats, False)
         assert sink.wait_until_sent(time.monotonic() + 5)
     assert stats.snapshot()["failed"] == 3
     assert stats.snapshot()["delivered"] == 1
-    ours = [r.getMessage() for r in caplog.records if r.name == "sentry_sdk.errors"]
-    assert len([m for m in ours if "failing" in m]) == 1
-    assert len([m for m in ours if "recovered" in m]) == 1
+    # A refused message is no outage: one line, not a failing and a recovered one.
+    [line] = [r.getMessage() for r in caplog.records if r.name == delivery.LOGGER_NAME]
+    assert f"{segment.host} answered HTTP 400 to 1 of 1 messages" in line
 
 
-def test_a_full_queue_drops_and_counts_without_a_warning_per_event(
+def test_a_full_queue_while_delivery_works_drops_the_new_without_a_warning(
     segment: SegmentCollector, caplog: pytest.LogCaptureFixture
 ) -> None:
-    # Nothing answers /full/v1/batch but a 500: without max_retries=0 this client kept retrying
-    # for minutes and gave up (logging "failing") inside later tests.
-    tiny_queue = resolve(write_key=WRITE_KEY, max_queue_size=2, max_retries=0, environ={})
-    sink = delivery.sink_for(WRITE_KEY, segment.host + "/full", tiny_queue)
+    sink = own_sink(segment, "TinyQueue", max_queue_size=2)
     stats = Stats()
+    segment.respond_next(1, 200, delay=1)
     with caplog.at_level(logging.WARNING):
-        for number in range(25):
+        sink.put_many([message(0)], stats, False)
+        wait_for(lambda: segment.delayed_requests_in_progress == 1)
+        for number in range(1, 25):
             sink.put_many([message(number)], stats, False)
         sink.put_many([message(number) for number in range(25, 50)], stats, False)
+        assert sink.wait_until_sent(time.monotonic() + 10)
     counts = stats.snapshot()
-    assert counts["dropped_queue_full"] >= 40
-    assert counts["forwarded"] + counts["dropped_queue_full"] == 50
-    assert not [r for r in caplog.records if "queue is full" in r.getMessage()]
-    assert sink.wait_until_sent(time.monotonic() + 10)
+    assert (counts["forwarded"], counts["dropped_queue_full"], counts["delivered"]) == (3, 47, 3)
+    assert sorted(m["userId"] for m in segment.messages()) == ["0", "1", "2"]
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == []
+
+
+def test_a_full_queue_while_delivery_fails_keeps_the_newest(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    collector = SegmentCollector(port=free_port())
+    sink = own_sink(collector, "KeepNewest", max_queue_size=2)
+    stats = Stats()
+    with caplog.at_level(logging.WARNING):
+        sink.put_many([message(0)], stats, False)
+        wait_for(lambda: sink.failing_since is not None)
+        for number in range(1, 11):
+            sink.put_many([message(number)], stats, False)
+        with collector:
+            wait_for(lambda: stats.snapshot()["delivered"] == 3)
+            # The batch being retried, and the newest two.
+            assert sorted(m["userId"] for m in collector.messages()) == ["0", "10", "9"]
+    counts = stats.snapshot()
+    assert (counts["forwarded"], counts["dropped_oldest"], counts["failed"]) == (11, 8, 0)
+    assert counts["dropped_queue_full"] == 0
+    failing, full, recovered = [r.getMessage() for r in caplog.records]
+    assert "connection refused" in failing
+    assert "keeping the newest 2 messages, dropping the oldest" in full
+    assert "8 messages were dropped meanwhile" in recovered
+
+
+def test_segments_own_error_lines_are_folded_into_one_of_ours(
+    segment: SegmentCollector, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Nothing answers /fold/v1/batch but a 500 with a text body: Segment's post() logs
+    # "Unknown error" at ERROR for each.
+    sink = own_sink(segment, "Fold", "/fold", max_retries=2)
+    stats = Stats()
+    with caplog.at_level(logging.DEBUG):
+        sink.put_many([message(1)], stats, False)
+        wait_for(lambda: stats.snapshot()["failed"] == 1)
+    assert len([r for r in segment.batches() if r.status == 500]) == 0  # not a /v1/batch
+    segments = [r for r in caplog.records if r.name == delivery.SEGMENT_LOGGER]
+    assert any(r.levelno == logging.DEBUG for r in segments), "Segment's DEBUG lines pass"
+    assert [r.getMessage() for r in segments if r.levelno >= logging.INFO] == []
+    [line] = [r.getMessage() for r in caplog.records if r.name == delivery.LOGGER_NAME]
+    assert f"{segment.host}/fold answered HTTP 500" in line
+
+
+def test_a_name_that_does_not_resolve_is_retried_and_said_on_the_first_failure(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    options = resolve(write_key=WRITE_KEY, max_retries=1, environ={})
+    sink = delivery.sink_for(WRITE_KEY, "http://sentry-segment-test.invalid", options)
+    stats = Stats()
+    with caplog.at_level(logging.WARNING):
+        sink.put_many([message(1)], stats, False)
+        wait_for(lambda: stats.snapshot()["failed"] == 1, timeout=30)
+    [line] = [r.getMessage() for r in caplog.records if r.name == delivery.LOGGER_NAME]
+    assert "name resolution failed for sentry-segment-test.invalid" in line
+    assert "retried, as it may be transient" in line
+
+
+@given(st.integers(min_value=1, max_value=10_000))
+def test_any_backoff_is_jittered_under_the_cap(failures: int) -> None:
+    ceiling = min(
+        delivery.BACKOFF_CAP_SECONDS, delivery.BACKOFF_FIRST_SECONDS * 2.0 ** min(failures - 1, 100)
+    )
+    assert ceiling / 2 <= delivery.backoff(failures) <= ceiling <= delivery.BACKOFF_CAP_SECONDS
 
 
 def test_segments_debug_logs_never_show_the_write_key(

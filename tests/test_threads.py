@@ -62,10 +62,16 @@ def test_no_event_is_lost_duplicated_or_misrouted_across_reinits(
 
     assert len(integrations) == 13
     assert len(sent) >= 400
+    # Sentry's transports drop some of this flood (their queues overflow): Segment must get
+    # exactly what Sentry received, and count the rest.
+    received = {str(event["event_id"]) for event in sentry.events()}
+    assert received <= set(sent)
     delivered = Counter(m["messageId"] for m in segment.messages())
-    assert sorted(delivered) == sorted(sent)
+    assert sorted(delivered) == sorted(received)
+    dropped = sum(i.stats()["skipped_dropped_by_sentry"] for i in integrations)
+    assert dropped == len(sent) - len(received)
     assert set(delivered.values()) == {1}
     for batch in segment.batches():
         for message in batch.messages:
             assert batch.write_key == KEYS[message["properties"]["release"]]
-    assert sum(i.stats()["delivered"] for i in integrations) == len(sent)
+    assert sum(i.stats()["delivered"] for i in integrations) == len(received)
