@@ -194,8 +194,9 @@ def has_user_id(event: Mapping[str, Any]) -> bool:
 
 
 def identified(event: Mapping[str, Any], sources: tuple[AnonymousSource, ...]) -> bool:
-    """Whether the event has a user ID, or an anonymous ID in one of these sources."""
-    return has_user_id(event) or anonymous_id(event, sources) is not None
+    """Whether the event has a user ID, or a value in one of these anonymous ID sources (which
+    the worker may yet find empty once decoded, or filtered)."""
+    return has_user_id(event) or find_anonymous_id(event, sources) is not None
 
 
 def is_error_with_user(event: Mapping[str, Any]) -> bool:
@@ -203,18 +204,34 @@ def is_error_with_user(event: Mapping[str, Any]) -> bool:
     return is_error(event) and has_user_id(event)
 
 
+def find_anonymous_id(
+    event: Mapping[str, Any], sources: tuple[AnonymousSource, ...]
+) -> Optional[tuple[AnonymousSource, Any]]:
+    """The first of these sources that holds a value, and the value as the event has it: only
+    lookups, for the capturing thread; anonymous_id_text reads it."""
+    for source in sources:
+        raw = _find(event, source)
+        if raw is not None and raw != "":
+            return source, raw
+    return None
+
+
+def anonymous_id_text(source: AnonymousSource, raw: Any) -> Optional[str]:
+    """An anonymous ID as Segment takes it, validated and truncated as user IDs are (not
+    scrubbed); a cookie decoded as analytics.js writes it. None if there is none."""
+    text = _user_id_text(raw)
+    if text is not None and source.kind == "cookie":
+        text = _user_id_text(_cookie_value(text))
+    return text
+
+
 def anonymous_id(
     event: Mapping[str, Any], sources: tuple[AnonymousSource, ...]
 ) -> Optional[tuple[AnonymousSource, str]]:
-    """The first anonymous ID the sources find, validated and truncated as user IDs are (not
-    scrubbed), with the source it came from; None when none has one."""
-    for source in sources:
-        text = _user_id_text(_find(event, source))
-        if text is not None and source.kind == "cookie":
-            text = _user_id_text(_cookie_value(text))
-        if text is not None:
-            return source, text
-    return None
+    """The anonymous ID of the first source that holds one, and that source; None if none."""
+    found = find_anonymous_id(event, sources)
+    text = None if found is None else anonymous_id_text(*found)
+    return None if found is None or text is None else (found[0], text)
 
 
 def _find(event: Mapping[str, Any], source: AnonymousSource) -> Any:
@@ -263,6 +280,11 @@ def _cookie_value(text: str) -> str:
     return text
 
 
+@functools.lru_cache(maxsize=8)
+def _template_fields(template: str) -> frozenset[str]:
+    return frozenset(field for _, field, _, _ in Formatter().parse(template) if field)
+
+
 def profile_context(
     event: Mapping[str, Any], template: str, sources: tuple[AnonymousSource, ...]
 ) -> Optional[dict[str, str]]:
@@ -271,10 +293,9 @@ def profile_context(
     ids = {"user_id": user_id(event)}
     found = anonymous_id(event, sources) if sources else None
     ids["anonymous_id"] = found[1] if found is not None else None
-    named = {field for _, field, _, _ in Formatter().parse(template) if field}
-    if not any(ids.get(name) for name in named):
+    if not any(ids.get(name) for name in _template_fields(template)):
         return None
-    quoted = {name: quote(value or "", safe="") for name, value in ids.items()}
+    quoted = {name: quote(value, safe="") if value else "" for name, value in ids.items()}
     context = {"profile_url": template.format(**quoted)}
     context.update((name, value) for name, value in ids.items() if value is not None)
     return context
@@ -316,7 +337,7 @@ class ErrorFields(NamedTuple):
     exception_value: Any = None
     handled: Any = None
     frames: Any = None
-    # (source, text) as anonymous_id() finds it.
+    # (source, value) as find_anonymous_id() finds it.
     anonymous_id: Any = None
 
 
@@ -345,7 +366,7 @@ def error_fields(event: Mapping[str, Any], extras: Union[bool, Shape] = False) -
         stacktrace = first.get("stacktrace")
         frames = stacktrace.get("frames") if isinstance(stacktrace, dict) else None
         sources = extras.anonymous_id if isinstance(extras, Shape) else ()
-        found = anonymous_id(event, sources) if sources else None
+        found = find_anonymous_id(event, sources) if sources else None
     # tuple.__new__ rather than ErrorFields(...): the generated __new__ is a Python frame.
     return _new_fields(
         (
@@ -437,7 +458,7 @@ def _texts(fields: ErrorFields, shape: Shape) -> _Texts:
         ip=_client_ip(fields, shape.ip),
         exception_message=_text(fields.exception_value) if shape.include else "",
         tags=_tags(fields.tags, MAX_TAG_CHARACTERS) if "tags" in shape.include else {},
-        anonymous_id=fields.anonymous_id[1] if fields.anonymous_id else "",
+        anonymous_id=(anonymous_id_text(*fields.anonymous_id) or "") if fields.anonymous_id else "",
         stacktrace=_stack_lines(fields.frames) if "stacktrace" in shape.include else [],
     )
     scrubber = shape.scrubber
