@@ -252,7 +252,7 @@ def _anonymous_sources(option: str, value: Any) -> tuple[AnonymousSource, ...]:
         if kind not in ANONYMOUS_ID_KINDS or not key.strip():
             raise _error(
                 option,
-                f"has {name!r}; each source must be cookie:NAME, tag:NAME or user:KEY, as in "
+                f"has {shown(name)}; each source must be cookie:NAME, tag:NAME or user:KEY, as in "
                 "'cookie:ajs_anonymous_id,tag:anonymous_id'",
             )
         sources.append(AnonymousSource(kind, key.strip()))
@@ -263,9 +263,11 @@ def _event_types(option: str, value: Any) -> tuple[str, ...]:
     names = _names(option, value)
     unknown = [name for name in names if name not in EVENT_TYPES]
     if unknown:
-        raise _error(option, f"has unknown types {unknown}; valid: {', '.join(EVENT_TYPES)}")
+        raise _error(option, f"has unknown types {shown(unknown)}; valid: {', '.join(EVENT_TYPES)}")
     if "error" not in names:
-        raise _error(option, f"must include error (errors are always forwarded), got {value!r}")
+        raise _error(
+            option, f"must include error (errors are always forwarded), got {shown(value)}"
+        )
     return tuple(name for name in EVENT_TYPES if name in names)
 
 
@@ -274,7 +276,7 @@ _PROFILE_FIELDS = frozenset({"user_id", "anonymous_id"})
 
 def _profile_url(option: str, value: Any) -> str:
     if not isinstance(value, str) or urlsplit(value).scheme not in ("http", "https"):
-        raise _error(option, f"must be an http:// or https:// URL template, got {value!r}")
+        raise _error(option, f"must be an http:// or https:// URL template, got {shown(value)}")
     try:
         named = {field for _, field, _, _ in Formatter().parse(value) if field is not None}
         value.format(user_id="", anonymous_id="")
@@ -284,7 +286,8 @@ def _profile_url(option: str, value: Any) -> str:
         raise _error(
             option,
             "must name {user_id} or {anonymous_id} (and nothing else in braces), as in "
-            f"'https://app.segment.com/acme/unify/spaces/prod/explorer/{{user_id}}', got {value!r}",
+            "'https://app.segment.com/acme/unify/spaces/prod/explorer/{user_id}', "
+            f"got {shown(value)}",
         )
     return value
 
@@ -414,14 +417,15 @@ class Options:
             rate_limit="; ".join(str(item) for item in self.rate_limit) or "off",
             rate_limit_storage=mask_uri(self.rate_limit_storage),
             include=list(self.include),
-            sensitive_fields=list(self.sensitive_fields),
-            anonymous_id=[str(source) for source in self.anonymous_id],
+            # A write key pasted into a name passes its check: masked like free text below.
+            sensitive_fields=[masked_text(name) for name in self.sensitive_fields],
+            anonymous_id=[masked_text(str(source)) for source in self.anonymous_id],
             event_types=list(self.event_types),
             before_forward=_describe_callable(self.before_forward),
             projects={project: override.describe() for project, override in self.projects.items()},
         )
         # A write key put in a free-text option (event_name, sentry_org) passes its check.
-        for name in ("host", "event_name", "sentry_org", "sentry_web_url"):
+        for name in ("host", "event_name", "sentry_org", "sentry_web_url", "profile_url"):
             if isinstance(described[name], str):
                 described[name] = masked_text(described[name])
         return described
