@@ -6,7 +6,7 @@ Run it (a filesystem broker, so no broker server is needed for the example):
     pip install sentry-segment celery
     sentry-segment listen &          # a local Segment collector: one line per message
     export SENTRY_SEGMENT_HOST=http://127.0.0.1:8765 SENTRY_SEGMENT_WRITE_KEY=anyKey
-    export SENTRY_DSN=http://public@127.0.0.1:9/1   # any DSN works: yours, or this dead one
+    export SENTRY_DSN=http://public@127.0.0.1:8766/1   # yours, or sentry-segment listen's
     celery --workdir examples -A celery_app worker --pool prefork --concurrency 2
     python examples/celery_app.py 42                  # the task fails: "Error Captured" for 42
 """

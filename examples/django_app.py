@@ -10,7 +10,7 @@ Run it:
     pip install sentry-segment django "sentry-sdk>=2.65"
     sentry-segment listen &          # a local Segment collector: one line per message
     export SENTRY_SEGMENT_HOST=http://127.0.0.1:8765 SENTRY_SEGMENT_WRITE_KEY=anyKey
-    export SENTRY_DSN=http://public@127.0.0.1:9/1   # any DSN works: yours, or this dead one
+    export SENTRY_DSN=http://public@127.0.0.1:8766/1   # yours, or sentry-segment listen's
     python examples/django_app.py                      # serves on 127.0.0.1:8000 (PORT=...)
     curl -H 'X-Remote-User: alice' http://127.0.0.1:8000/checkout
     # 500, and "Error Captured" with userId = alice's primary key

@@ -6,7 +6,7 @@ Run it:
     pip install sentry-segment fastapi uvicorn
     sentry-segment listen &          # a local Segment collector: one line per message
     export SENTRY_SEGMENT_HOST=http://127.0.0.1:8765 SENTRY_SEGMENT_WRITE_KEY=anyKey
-    export SENTRY_DSN=http://public@127.0.0.1:9/1   # any DSN works: yours, or this dead one
+    export SENTRY_DSN=http://public@127.0.0.1:8766/1   # yours, or sentry-segment listen's
     python examples/fastapi_app.py                     # serves on 127.0.0.1:8000 (PORT=...)
     curl -H 'Authorization: Bearer token-of-42' http://127.0.0.1:8000/checkout
     # 500, and "Error Captured" for user 42

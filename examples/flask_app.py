@@ -5,7 +5,7 @@ Run it, with `sentry-segment listen` standing in for Segment (or your own write 
     pip install sentry-segment flask
     sentry-segment listen &          # a local Segment collector: one line per message
     export SENTRY_SEGMENT_HOST=http://127.0.0.1:8765 SENTRY_SEGMENT_WRITE_KEY=anyKey
-    export SENTRY_DSN=http://public@127.0.0.1:9/1   # any DSN works: yours, or this dead one
+    export SENTRY_DSN=http://public@127.0.0.1:8766/1   # yours, or sentry-segment listen's
     python examples/flask_app.py                       # serves on 127.0.0.1:5000 (PORT=...)
     curl -c jar 'http://127.0.0.1:5000/login?user=42'
     curl -b jar http://127.0.0.1:5000/checkout          # 500, and "Error Captured" for user 42

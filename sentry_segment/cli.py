@@ -30,6 +30,7 @@ from .config import (
     unknown_variables,
 )
 from .delivery import SEGMENT_LOGGER, describe_failure, redact, segment_message
+from .ratelimit import storage_problem
 from .routing import Route, project_route
 
 TEST_EVENT_NAME_NOTE = "sent by `sentry-segment send-test-event`"
@@ -55,14 +56,18 @@ def _effective(options: Options) -> dict[str, Any]:
 def check(out: TextIO) -> int:
     """Validate the environment's configuration and print it, write keys masked.
 
-    Exit 1 when it is valid but will not do what was meant: no write key anywhere, or a
-    SENTRY_SEGMENT_* variable that is no option's (a misspelling, most likely).
+    Exit 1 when it is valid but will not do what was meant: no write key anywhere, a
+    SENTRY_SEGMENT_* variable that is no option's (a misspelling, most likely), or a shared
+    rate-limit storage that does not make a real decision on a throwaway key.
     """
     options = resolve()
     print(json.dumps(_effective(options), indent=2, sort_keys=True, default=str), file=out)
     problems = list(unknown_variables())
     if not options.has_write_key and options.enabled:
         problems.append(f"no write key: set {ENV['write_key']} (nothing is forwarded without one)")
+    if options.enabled:
+        storage = storage_problem(options.rate_limit, options.rate_limit_storage)
+        problems.extend([storage] if storage else [])
     for problem in problems:
         print(f"sentry-segment: {problem}", file=sys.stderr)
     for warning in _warnings(options):
@@ -212,8 +217,10 @@ def schema(out: TextIO) -> int:
 
 
 def listen(port: int, out: TextIO, stop: Optional[threading.Event] = None) -> int:
-    """Run a Segment-compatible collector on 127.0.0.1 and print each message that arrives."""
-    from .testing import SegmentCollector
+    """Run a Segment-compatible collector on 127.0.0.1 and print each message that arrives,
+    beside a loopback Sentry endpoint (the next port, or any free one) that takes every event:
+    Segment gets only what Sentry received, so a dead DSN forwards nothing."""
+    from .testing import SegmentCollector, SentryRecorder
 
     stop = stop or threading.Event()
     reader_gone = threading.Event()
@@ -247,10 +254,16 @@ def listen(port: int, out: TextIO, stop: Optional[threading.Event] = None) -> in
             file=sys.stderr,
         )
         return 1
-    with collector:
+    sentry = SentryRecorder(port + 1 if port < 65535 else 0)
+    try:
+        sentry.start()
+    except OSError:
+        sentry = SentryRecorder(0)
+        sentry.start()
+    with collector, sentry:
         print(
             f"listening on {collector.host}: export {ENV['host']}={collector.host} "
-            "(and any write key); Ctrl-C stops",
+            f"(and any write key) SENTRY_DSN={sentry.dsn()} (or your own); Ctrl-C stops",
             file=out,
             flush=True,
         )

@@ -161,7 +161,8 @@ def _rate_limits(option: str, value: Any) -> tuple[RateLimitItem, ...]:
 
 def _storage(option: str, value: Any) -> str:
     if not isinstance(value, str) or "://" not in value:
-        raise _error(option, f"must be a limits storage URI, got {shown(value)}")
+        given = mask_uri(value) if isinstance(value, str) else type(value).__name__
+        raise _error(option, f"must be a limits storage URI (scheme://...), got {given!r}")
     scheme = value.split("://", 1)[0].lower()
     if value == MEMORY_STORAGE or scheme == "memory":
         return MEMORY_STORAGE
@@ -235,13 +236,15 @@ def _names(option: str, value: Any) -> tuple[str, ...]:
     ):
         names = [name.strip() for name in value]
     else:
-        raise _error(option, f"must be a list of names or a comma-separated string, got {value!r}")
+        raise _error(
+            option, f"must be a list of names or a comma-separated string, got {shown(value)}"
+        )
     return tuple(dict.fromkeys(name for name in names if name))
 
 
 def _ip_policy(option: str, value: Any) -> str:
     if not isinstance(value, str) or value.lower() not in IP_POLICIES:
-        raise _error(option, f"must be one of {', '.join(IP_POLICIES)}, got {value!r}")
+        raise _error(option, f"must be one of {', '.join(IP_POLICIES)}, got {shown(value)}")
     return value.lower()
 
 
@@ -417,7 +420,6 @@ class Options:
             rate_limit="; ".join(str(item) for item in self.rate_limit) or "off",
             rate_limit_storage=mask_uri(self.rate_limit_storage),
             include=list(self.include),
-            # A write key pasted into a name passes its check: masked like free text below.
             sensitive_fields=[masked_text(name) for name in self.sensitive_fields],
             anonymous_id=[masked_text(str(source)) for source in self.anonymous_id],
             event_types=list(self.event_types),

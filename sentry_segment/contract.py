@@ -12,7 +12,9 @@ from typing import Any
 # (module, attribute path, what it must be): "callable", "int", or any "object".
 RELIED_ON = (
     ("sentry_sdk.client", "_Client.capture_event", "callable"),
-    ("sentry_sdk.client", "_Client._prepare_event", "callable"),
+    ("sentry_sdk.transport", "HttpTransport._send_envelope", "callable"),
+    ("sentry_sdk.transport", "HttpTransport.record_lost_event", "callable"),
+    ("sentry_sdk.transport", "HttpTransport.on_dropped_event", "callable"),
     ("segment.analytics.consumer", "Consumer.run", "callable"),
     ("segment.analytics.consumer", "BATCH_SIZE_LIMIT", "int"),
     ("segment.analytics.consumer", "MAX_MSG_SIZE", "int"),

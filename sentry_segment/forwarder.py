@@ -33,12 +33,6 @@ LINGER_SECONDS = 0.02
 IDLE_SECONDS = 2.0
 # Events the worker takes off the queue at once, and decides with one rate-limit round trip.
 BATCH_SIZE = 1000
-# How long an event waits for Sentry's transport to report it received; then it counts as
-# dropped by Sentry (a transport that hangs this long has lost it, or will).
-RECEIPT_SECONDS = 60.0
-# How long a receipt is kept for an event not seen yet (the transport answered before
-# capture_event returned), or one this forwarder will not see (a disabled project).
-EARLY_RECEIPT_SECONDS = 10.0
 
 
 class Bell:
@@ -80,9 +74,10 @@ class Forwarder:
         self.quiet = QuietClient()
         self._extras = self.shape if self.shape.needs_extras else False
         self._keep_events = options.before_forward is not None
-        # Which events are forwarded: forwardable() decides it for Sentry's receipts, and
-        # offer() the same in two steps (each skip counted apart), inlining the checks of the
-        # default options and asking these only when event_types or anonymous_id are set.
+        # Which events are forwarded: forwardable() decides it for the events Sentry's
+        # transport drops, and offer() the same in two steps (each skip counted apart),
+        # inlining the checks of the default options and asking these only when event_types
+        # or anonymous_id are set.
         self._messages = "message" in options.event_types
         self._anonymous = bool(options.anonymous_id)
         self._forwarded_type = payload.is_error_or_message if self._messages else payload.is_error
@@ -93,7 +88,6 @@ class Forwarder:
         )
         self._routes: dict[Optional[str], Route] = {}
         self._reported: set[str] = set()
-        self._watch: Optional[receipts.Watch] = None
         self._hinted_no_user = False
         self._reset()
         _live_forwarders.add(self)
@@ -103,12 +97,6 @@ class Forwarder:
         # wake-up; the bound is checked before appending, so it may be passed by at most one
         # event per thread racing on it.
         self._pending: deque[tuple[Any, Route]] = deque()
-        # Sentry's transport's word on each event (ID, received), and the events waiting for it
-        # (and the time they stop waiting), both by event ID. Only the worker reads them.
-        self._receipts: deque[tuple[str, bool]] = deque()
-        self._awaiting: dict[str, tuple[tuple[Any, Route], float]] = {}
-        self._early: dict[str, tuple[bool, float]] = {}
-        self._sentry_closed = False
         self._pid = os.getpid()
         self._lock = threading.Lock()
         self._worker: Optional[threading.Thread] = None
@@ -127,32 +115,24 @@ class Forwarder:
             found = self._routes[dsn] = route(self.options, dsn)
         return found
 
-    def expect_receipts(self, transport: Any) -> None:
-        """Forward only what this transport reports Sentry received (when it can be watched)."""
-        self._watch = (
-            None if transport is None else receipts.watch(transport, self.receipt, self.forwardable)
-        )
+    def watch(self, transport: Any, dsn: Optional[str]) -> None:
+        """Be handed each event this client's transport sends (or, a transport that cannot be
+        watched, is handed), and told of each it drops."""
+        if transport is not None:
+            receipts.watch(
+                transport,
+                functools.partial(self.offer, dsn=dsn),
+                self.dropped_by_sentry,
+            )
 
     def forwardable(self, event: Mapping[str, Any]) -> bool:
-        """Whether offer() would queue this event, routing and limits aside: of the events
-        Sentry's transport sends, those whose receipts the worker waits for."""
+        """Whether offer() would queue this event, routing and limits aside."""
         return self._forwarded_type(event) and self._identified(event)
 
-    def sentry_closed(self) -> None:
-        """Sentry's client closed its transport: events still waiting for its word get none."""
-        if self._awaiting:
-            self._sentry_closed = True
-            wake = self._wake
-            if wake is not None:
-                wake.ring()
-
-    def receipt(self, event_id: str, received: bool) -> None:
-        """Sentry's transport sent (received) or dropped an event this forwarder forwards."""
-        if self._pid != os.getpid():
-            self._after_fork()
-        self._receipts.append((event_id, received))
-        if self._asleep or self._worker is None:
-            self._wake_worker()
+    def dropped_by_sentry(self, event: Mapping[str, Any]) -> None:
+        """Sentry's transport dropped an event after capture_event returned its ID."""
+        if self.forwardable(event):
+            self.stats.add("skipped_dropped_by_sentry")
 
     def offer(self, event: Mapping[str, Any], dsn: Optional[str]) -> None:
         """Consider an event Sentry has sent; queue it for forwarding or count why not.
@@ -183,7 +163,7 @@ class Forwarder:
                 self._hint_no_user()
             return
         pending = self._pending
-        if len(pending) + len(self._awaiting) >= self.options.max_queue_size:
+        if len(pending) >= self.options.max_queue_size:
             self.stats.add("dropped_queue_full")
             return
         if self._keep_events:
@@ -250,7 +230,7 @@ class Forwarder:
         )
 
     def _unsettled(self) -> bool:
-        return bool(self._pending or self._busy or self._receipts or self._awaiting)
+        return bool(self._pending or self._busy)
 
     @contextlib.contextmanager
     def urgent(self) -> Iterator[None]:
@@ -292,33 +272,28 @@ class Forwarder:
 
     def _work(self) -> None:
         with quiet_scopes(self.quiet):
-            pending, sentry_receipts, wake = self._pending, self._receipts, self._wake
+            pending, wake = self._pending, self._wake
             assert wake is not None
             while True:
-                if not (pending or sentry_receipts):
-                    if self._end_when_idle and not self._awaiting and self._retire():
+                if not pending:
+                    if self._end_when_idle and self._retire():
                         return
                     woken = self._sleep(wake)
-                    if not (pending or sentry_receipts):
-                        if self._awaiting or self._early:
-                            # Nothing new: time out what waited too long for Sentry's word.
-                            with capture_internal_exceptions():
-                                self._forward(self._received([]))
-                            continue
+                    if not pending:
                         # Timed out, or woken by a flush with nothing left to do: a worker
                         # that runs now for nothing could hold the GIL when a server forks.
                         if not woken and self._retire():
                             return
                         continue
-                    if pending and not self._hurry:
+                    if not self._hurry:
                         wake.wait(LINGER_SECONDS)
                         wake.silence()
                 self._busy = True
                 try:
-                    while pending or sentry_receipts:
+                    while pending:
                         batch = [pending.popleft() for _ in range(min(BATCH_SIZE, len(pending)))]
                         with capture_internal_exceptions():
-                            self._forward(self._received(batch))
+                            self._forward(batch)
                 finally:
                     self._hurry = self._busy = False
                     settled = self._settled
@@ -329,67 +304,10 @@ class Forwarder:
     def _sleep(self, wake: Bell) -> bool:
         self._asleep = True
         # An event appended before the flag was set saw no sleeping worker: look again.
-        woken = bool(self._pending or self._receipts) or wake.wait(IDLE_SECONDS)
+        woken = bool(self._pending) or wake.wait(IDLE_SECONDS)
         self._asleep = False
         wake.silence()
         return woken
-
-    def _received(self, batch: list[tuple[Any, Route]]) -> list[tuple[Any, Route]]:
-        """Of this batch and the events waiting before it, those Sentry's transport reports
-        received; the others wait for its word, or are counted as dropped by Sentry."""
-        if self._watch is None:
-            return batch
-        now = time.monotonic()
-        ready: list[tuple[Any, Route]] = []
-        awaiting, early = self._awaiting, self._early
-        for item in batch:
-            event_id = _event_id(item[0])
-            outcome = early.pop(event_id, None)
-            if outcome is None:
-                awaiting[event_id] = (item, now + RECEIPT_SECONDS)
-            else:
-                self._settle(item, outcome[0], ready)
-        while self._receipts:
-            event_id, received = self._receipts.popleft()
-            waiting = awaiting.pop(event_id, None)
-            if waiting is None:
-                early[event_id] = (received, now + EARLY_RECEIPT_SECONDS)
-            else:
-                self._settle(waiting[0], received, ready)
-        for event_id in [key for key, (_, until) in early.items() if until <= now]:
-            del early[event_id]
-        closed, self._sentry_closed = self._sentry_closed, False
-        self._time_out(float("inf") if closed else now, ready, closed)
-        return ready
-
-    def _settle(self, item: tuple[Any, Route], received: bool, ready: list[Any]) -> None:
-        if received:
-            ready.append(item)
-        else:
-            self.stats.add("skipped_dropped_by_sentry")
-
-    def _time_out(self, now: float, ready: list[tuple[Any, Route]], closed: bool) -> None:
-        awaiting, watch = self._awaiting, self._watch
-        expired = [key for key, (_, until) in awaiting.items() if until <= now]
-        if not expired or watch is None:
-            return
-        if watch.sends_started == 0 and not closed:
-            # The transport never sent an event through what is watched: its internals are
-            # not what this version knows. Forward as Sentry hands events to it, as before.
-            self._watch = None
-            ready.extend(item for item, _ in awaiting.values())
-            awaiting.clear()
-            self.report_once(
-                "receipts",
-                "warning",
-                "sentry-segment: Sentry's transport (%s) reports no sends; forwarding every "
-                "error it is handed, without waiting for Sentry to receive it",
-                watch.transport_name,
-            )
-            return
-        for event_id in expired:
-            del awaiting[event_id]
-        self.stats.add("skipped_dropped_by_sentry", len(expired))
 
     def _retire(self) -> bool:
         """End this worker unless an event arrived meanwhile, which no other worker will see."""
@@ -501,13 +419,6 @@ class Forwarder:
     def _after_fork(self) -> None:
         self.stats.after_fork()
         self._reset()
-
-
-def _event_id(queued: Any) -> Any:
-    """The Sentry event ID of what offer() queued: the fields, or the whole event."""
-    if isinstance(queued, payload.ErrorFields):
-        return queued.event_id
-    return queued.get("event_id")
 
 
 _live_forwarders: weakref.WeakSet[Forwarder] = weakref.WeakSet()

@@ -5,10 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import sys
 import time
 from collections.abc import Mapping
-from contextvars import ContextVar
 from typing import Any, Callable, Optional, Union
 
 import sentry_sdk
@@ -16,7 +14,7 @@ import wrapt
 from sentry_sdk.client import _Client
 from sentry_sdk.integrations import Integration
 from sentry_sdk.scope import add_global_event_processor
-from sentry_sdk.utils import capture_internal_exception, capture_internal_exceptions
+from sentry_sdk.utils import capture_internal_exceptions
 
 from . import _compat, config, contract, payload
 from .delivery import SEGMENT_LOGGER
@@ -98,8 +96,17 @@ class SegmentIntegration(Integration):
         return self._forwarder.stats.snapshot()
 
     def flush(self, timeout: float = 2.0) -> bool:
-        """Wait at most timeout seconds for forwarded events to reach Segment; True if all did."""
-        return self._forwarder.flush(time.monotonic() + timeout)
+        """Wait at most timeout seconds for the errors captured so far to reach Segment; True
+        if all did. Sentry's transport is flushed first: an error is forwarded once Sentry
+        received it."""
+        deadline = time.monotonic() + timeout
+        transport = getattr(self._client, "transport", None)
+        if transport is not None:
+            with capture_internal_exceptions(), self._forwarder.urgent():
+                # The transport's own flush, not the client's (which would wait for Segment
+                # too, and report nothing); the async transport's returns without waiting.
+                transport.flush(timeout)
+        return self._forwarder.flush(deadline)
 
     @staticmethod
     def setup_once() -> None:
@@ -111,10 +118,9 @@ class SegmentIntegration(Integration):
             return
         # Segment's client logs failed uploads at ERROR: as Sentry events they would loop back.
         _compat.ignore_logger(SEGMENT_LOGGER)
-        # These two run on every capture: plain functions cost them ~20 ns where wrapt's
-        # per-call bound wrapper costs ~700 ns (see the benchmarks). Flushing is rare.
+        # This runs on every capture: a plain function costs it ~20 ns where wrapt's per-call
+        # bound wrapper costs ~700 ns (see the benchmarks). Flushing is rare.
         _Client.capture_event = _forward_sent_events(_Client.capture_event)  # type: ignore[method-assign]
-        _Client._prepare_event = _record_sent_event(_Client._prepare_event)  # type: ignore[method-assign]
         for name, wrapper in _FLUSHING.items():
             if hasattr(_Client, name):
                 wrapt.wrap_function_wrapper(_Client, name, wrapper)
@@ -123,7 +129,7 @@ class SegmentIntegration(Integration):
         """Note the client now using this integration; say once what it should know."""
         self._client = client
         forwarder = self._forwarder
-        forwarder.expect_receipts(getattr(client, "transport", None))
+        forwarder.watch(getattr(client, "transport", None), client.options.get("dsn"))
         forwarder.quiet.follow_debug(bool(client.options.get("debug")))
         for line in self._unknown_variables:
             forwarder.report_once(line, "warning", "sentry-segment: %s", line)
@@ -189,14 +195,7 @@ def _uwsgi_without_threads() -> bool:
     return getattr(uwsgi, "has_threads", 1) == 0
 
 
-# The capture under way on this thread: _prepare_event stores what Sentry is about to send
-# (the event after every processor and the user's before_send) in the one-item list; the
-# capture_event wrapper reads it once Sentry has sent it.
-_sent_event: ContextVar[Optional[list[Any]]] = ContextVar("sentry_segment_sent_event", default=None)
-
-
 def _forward_sent_events(capture_event: Callable[..., Any]) -> Callable[..., Any]:
-    @functools.wraps(capture_event)
     # Any arguments, passed on as given: a release that adds or renames one keeps working.
     def sentry_segment_capture_event(self: _Client, *args: Any, **kwargs: Any) -> Any:
         # Hidden from the stack traces Sentry attaches (attach_stacktrace): this frame's locals
@@ -206,48 +205,19 @@ def _forward_sent_events(capture_event: Callable[..., Any]) -> Callable[..., Any
         if integration is None:
             return capture_event(self, *args, **kwargs)
         if integration._client is not self:
-            # Before the event reaches the transport, which is watched from now on.
+            # Before the event reaches the transport, which hands it over from now on.
             with capture_internal_exceptions():
                 integration._bind(self)
-        sent: list[Any] = [None]
-        token = _sent_event.set(sent)
-        try:
-            event_id = capture_event(self, *args, **kwargs)
-        finally:
-            _sent_event.reset(token)
-        # A plain try (not capture_internal_exceptions()) keeps this path lean for every capture.
-        try:
-            if event_id is not None:
-                if sent[0] is not None:
-                    integration._forwarder.offer(sent[0], self.options.get("dsn"))
-            else:
+        event_id = capture_event(self, *args, **kwargs)
+        if event_id is None:
+            # An error Sentry did not send: before_send, sampling, ignore_errors, no DSN.
+            with capture_internal_exceptions():
                 event = kwargs.get("event", args[0] if args else None)
                 if isinstance(event, dict) and payload.is_error(event):
                     integration._skipped_not_sent(self)
-        except Exception:
-            capture_internal_exception(sys.exc_info())
         return event_id
 
-    return sentry_segment_capture_event
-
-
-# Sentry's types of error and message events (sentry-sdk leaves the type out for both).
-_EVENT_TYPES = frozenset({None, "error", "default"})
-
-
-def _record_sent_event(prepare_event: Callable[..., Any]) -> Callable[..., Any]:
-    @functools.wraps(prepare_event)
-    def sentry_segment_prepare_event(self: _Client, *args: Any, **kwargs: Any) -> Any:
-        __tracebackhide__ = True
-        prepared = prepare_event(self, *args, **kwargs)
-        sent = _sent_event.get()
-        # Transactions, check-ins and feedback are not counted: not events in the forwarder's
-        # sense (an error or a message).
-        if sent is not None and type(prepared) is dict and prepared.get("type") in _EVENT_TYPES:
-            sent[0] = prepared
-        return prepared
-
-    return sentry_segment_prepare_event
+    return functools.wraps(capture_event)(sentry_segment_capture_event)
 
 
 def _deadline(client: Any, args: Any, kwargs: Any) -> float:
@@ -277,33 +247,21 @@ def _flush(wrapped: Callable[..., Any], instance: Any, args: Any, kwargs: Any) -
     with forwarder.urgent():
         result = wrapped(*args, **kwargs)
         with capture_internal_exceptions():
-            _after_sentry(wrapped, forwarder)
             forwarder.flush(deadline)
     return result
-
-
-def _after_sentry(wrapped: Callable[..., Any], forwarder: Forwarder) -> None:
-    if wrapped.__name__ in ("close", "close_async"):
-        # Sentry's transport is gone: what it has not reported sent by now, it never will.
-        forwarder.sentry_closed()
 
 
 def _flush_async(wrapped: Callable[..., Any], instance: Any, args: Any, kwargs: Any) -> Any:
     forwarder = _forwarder_of(instance)
     if forwarder is None:
         return wrapped(*args, **kwargs)
-    return _after_async(
-        wrapped, wrapped(*args, **kwargs), forwarder, _deadline(instance, args, kwargs)
-    )
+    return _after_async(wrapped(*args, **kwargs), forwarder, _deadline(instance, args, kwargs))
 
 
-async def _after_async(
-    wrapped: Callable[..., Any], sentry_part: Any, forwarder: Forwarder, deadline: float
-) -> Any:
+async def _after_async(sentry_part: Any, forwarder: Forwarder, deadline: float) -> Any:
     with forwarder.urgent():
         result = await sentry_part
         with capture_internal_exceptions():
-            _after_sentry(wrapped, forwarder)
             while not forwarder.settled() and time.monotonic() < deadline:
                 await asyncio.sleep(ASYNC_FLUSH_POLL_SECONDS)
     return result

@@ -1,33 +1,31 @@
-"""Learns from sentry-sdk's transport which events to forward Sentry received and which it dropped.
+"""Hands the forwarder each event Sentry received, as sentry-sdk's transport reports it sent.
 
 sentry-sdk's ``capture_event`` returns an event ID once the event is queued for its transport,
 which may still drop it: its queue is full, a rate limit (the organization's quota included)
 holds, or the request fails or is refused. Each loss goes through the transport's
-``on_dropped_event`` and ``record_lost_event``; a send that reports none was received. The
-transport's instance is watched, never its class, so only the client that has this integration
-is affected; a transport without these methods (a custom one) is not watched.
+``on_dropped_event`` and ``record_lost_event``; a send that reports none was received. So the
+forwarder is handed an event once its send succeeded, on the transport's own thread: the
+capturing thread does nothing for it. A transport without these methods (a custom one) hands
+over events as sentry-sdk gives them to it. Only the watched client's transport instance is
+changed, never a class.
 """
 
 from __future__ import annotations
 
 import functools
 import inspect
-from collections.abc import Mapping
 from contextvars import ContextVar
 from typing import Any, Callable, Optional
 
 from sentry_sdk.utils import capture_internal_exceptions
 
-from . import payload
-
-# Called with an event ID and whether Sentry received it, on the transport's thread.
-Receipt = Callable[[str, bool], None]
-# Whether an event is one the listener forwards, and so wants a receipt for.
-Forwardable = Callable[[Mapping[str, Any]], bool]
+# Called with an event sentry-sdk sent (or, for a transport that cannot be watched, handed to
+# its transport), or dropped.
+Listener = Callable[[dict[str, Any]], None]
 
 
 class _Send:
-    """One envelope with an error event under way: whether the transport reported its loss."""
+    """One envelope with an event under way: whether the transport reported its loss."""
 
     __slots__ = ("lost",)
 
@@ -39,80 +37,82 @@ _sending: ContextVar[Optional[_Send]] = ContextVar("sentry_segment_sending", def
 
 
 class Watch:
-    """The receipts of one transport, handed to whoever listens now."""
+    """What one transport reports, handed to whoever listens now."""
 
-    def __init__(self, listener: Receipt, transport_name: str, forwardable: Forwardable) -> None:
-        self.listener = listener
-        self.forwardable = forwardable
-        self.transport_name = transport_name
-        # Whether the transport ever started sending an event: a transport whose internals
-        # changed may never call what is watched, and then no receipt can be waited for.
-        self.sends_started = 0
+    def __init__(self, sent: Listener, lost: Listener) -> None:
+        self.sent = sent
+        self.lost = lost
 
-    def report(self, event_id: str, received: bool) -> None:
+    def report(self, event: dict[str, Any], received: bool) -> None:
         with capture_internal_exceptions():
-            self.listener(event_id, received)
+            (self.sent if received else self.lost)(event)
 
 
-def watch(
-    transport: Any, listener: Receipt, forwardable: Forwardable = payload.is_error_with_user
-) -> Optional[Watch]:
-    """Report every forwardable event (by default an error with a user ID) that the transport
-    sends or drops to listener; None when this transport cannot be watched."""
+# What a transport must have for its sends to be watched (HttpTransport and its async twin).
+WATCHED = ("_send_envelope", "record_lost_event", "on_dropped_event")
+
+
+def watch(transport: Any, sent: Listener, lost: Listener) -> bool:
+    """Hand every event the transport sends to sent, each it drops to lost; True if its sends
+    are watched, False if events go to sent as they are handed to it."""
     existing = getattr(transport, "_sentry_segment_watch", None)
     if isinstance(existing, Watch):
-        existing.listener = listener
-        existing.forwardable = forwardable
-        return existing
-    methods = ("_send_envelope", "record_lost_event", "on_dropped_event")
-    if not all(callable(getattr(type(transport), name, None)) for name in methods):
-        return None
-    receipts = Watch(listener, type(transport).__name__, forwardable)
+        existing.sent, existing.lost = sent, lost
+        return "_send_envelope" in vars(transport)
+    receipts = Watch(sent, lost)
+    transport._sentry_segment_watch = receipts
+    if not all(callable(getattr(type(transport), name, None)) for name in WATCHED):
+        transport.capture_envelope = _hand_over(transport.capture_envelope, receipts)
+        return False
     send = transport._send_envelope
     wrapper = _watch_async_send if inspect.iscoroutinefunction(send) else _watch_send
     transport._send_envelope = wrapper(send, receipts)
     transport.record_lost_event = _watch_losses(transport.record_lost_event, receipts)
     transport.on_dropped_event = _watch_drops(transport.on_dropped_event)
-    transport._sentry_segment_watch = receipts
-    return receipts
+    return True
 
 
-def forwardable_event_id(
-    envelope: Any, forwardable: Forwardable = payload.is_error_with_user
-) -> Optional[str]:
-    """The ID of the envelope's event if it is one the forwarder may forward (by default an
-    error with a user ID), else None."""
+def event_of(envelope: Any) -> Optional[dict[str, Any]]:
+    """The envelope's event (an error or a message), if it carries one."""
     for item in getattr(envelope, "items", ()):
-        event_id = _forwardable_item_event_id(item, forwardable)
-        if event_id is not None:
-            return event_id
+        event = _item_event(item)
+        if event is not None:
+            return event
     return None
 
 
-def _our_event_id(envelope: Any, receipts: Watch) -> Optional[str]:
-    """forwardable_event_id, or None if that failed: Sentry's send goes on regardless."""
-    with capture_internal_exceptions():
-        return forwardable_event_id(envelope, receipts.forwardable)
-    return None
-
-
-def _forwardable_item_event_id(item: Any, forwardable: Forwardable) -> Optional[str]:
+def _item_event(item: Any) -> Optional[dict[str, Any]]:
     if getattr(item, "type", None) != "event":
         return None
     event = item.get_event()
-    if not isinstance(event, dict) or not forwardable(event):
-        return None
-    event_id = event.get("event_id")
-    return event_id if isinstance(event_id, str) else None
+    return event if isinstance(event, dict) else None
+
+
+def _safe_event_of(envelope: Any) -> Optional[dict[str, Any]]:
+    """event_of, or None if that failed: Sentry's send goes on regardless."""
+    with capture_internal_exceptions():
+        return event_of(envelope)
+    return None
+
+
+def _hand_over(capture_envelope: Callable[..., Any], receipts: Watch) -> Callable[..., Any]:
+    @functools.wraps(capture_envelope)
+    def sentry_segment_capture_envelope(envelope: Any, *args: Any, **kwargs: Any) -> Any:
+        result = capture_envelope(envelope, *args, **kwargs)
+        event = _safe_event_of(envelope)
+        if event is not None:
+            receipts.report(event, True)
+        return result
+
+    return sentry_segment_capture_envelope
 
 
 def _watch_send(send: Callable[..., Any], receipts: Watch) -> Callable[..., Any]:
     @functools.wraps(send)
     def sentry_segment_send_envelope(envelope: Any, *args: Any, **kwargs: Any) -> Any:
-        event_id = _our_event_id(envelope, receipts)
-        if event_id is None:
+        event = _safe_event_of(envelope)
+        if event is None:
             return send(envelope, *args, **kwargs)
-        receipts.sends_started += 1
         sending = _Send()
         token = _sending.set(sending)
         try:
@@ -122,7 +122,7 @@ def _watch_send(send: Callable[..., Any], receipts: Watch) -> Callable[..., Any]
             raise
         finally:
             _sending.reset(token)
-            receipts.report(event_id, not sending.lost)
+            receipts.report(event, not sending.lost)
 
     return sentry_segment_send_envelope
 
@@ -130,10 +130,9 @@ def _watch_send(send: Callable[..., Any], receipts: Watch) -> Callable[..., Any]
 def _watch_async_send(send: Callable[..., Any], receipts: Watch) -> Callable[..., Any]:
     @functools.wraps(send)
     async def sentry_segment_send_envelope(envelope: Any, *args: Any, **kwargs: Any) -> Any:
-        event_id = _our_event_id(envelope, receipts)
-        if event_id is None:
+        event = _safe_event_of(envelope)
+        if event is None:
             return await send(envelope, *args, **kwargs)
-        receipts.sends_started += 1
         sending = _Send()
         token = _sending.set(sending)
         try:
@@ -143,7 +142,7 @@ def _watch_async_send(send: Callable[..., Any], receipts: Watch) -> Callable[...
             raise
         finally:
             _sending.reset(token)
-            receipts.report(event_id, not sending.lost)
+            receipts.report(event, not sending.lost)
 
     return sentry_segment_send_envelope
 
@@ -160,9 +159,9 @@ def _watch_losses(record_lost_event: Callable[..., Any], receipts: Watch) -> Cal
                     sending.lost = True
             elif item is not None:
                 # Lost before any send: the queue was full, or the event loop is gone.
-                event_id = _forwardable_item_event_id(item, receipts.forwardable)
-                if event_id is not None:
-                    receipts.report(event_id, False)
+                event = _item_event(item)
+                if event is not None:
+                    receipts.report(event, False)
         return record_lost_event(*args, **kwargs)
 
     return sentry_segment_record_lost_event

@@ -8,7 +8,7 @@ import logging
 import re
 from collections.abc import Iterable, Mapping
 from typing import Any, Optional
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import unquote, urlsplit
 
 # A run of write-key characters this long, with a letter and a digit or with both cases, is
 # shown masked wherever a value is echoed: Segment's write keys are 32 random letters and
@@ -25,18 +25,60 @@ def mask(write_key: Optional[str]) -> str:
     return "****" + write_key[-4:] if len(write_key) > 12 else "****"
 
 
+# Query parameters of a storage URI whose values are secrets (password=, ssl_password=, ...).
+_SECRET_PARAMETER = re.compile(r"pass|pwd|secret|token|auth|credential|api_?key|access_?key", re.I)
+_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*")
+
+
+def _uri_parts(uri: str) -> tuple[str, Optional[str], str, list[tuple[str, str]], str]:
+    """scheme, userinfo (None without one), hosts and path, query pairs, fragment.
+
+    Split by hand rather than with urlsplit: a password may hold an unencoded ``/``, ``?``,
+    ``#`` or ``@``, so userinfo is everything up to the last ``@``.
+    """
+    scheme, rest = uri.split("://", 1)
+    userinfo: Optional[str] = None
+    if "@" in rest:
+        userinfo, rest = rest.rsplit("@", 1)
+    rest, _, fragment = rest.partition("#")
+    location, _, query = rest.partition("?")
+    pairs = [tuple(pair.partition("=")[::2]) for pair in query.split("&")] if query else []
+    return scheme, userinfo, location, pairs, fragment  # type: ignore[return-value]
+
+
 def mask_uri(uri: str) -> str:
-    """A URI with any password replaced by ****."""
-    try:
-        parts = urlsplit(uri)
-        password = parts.password
-    except ValueError:
-        return uri
-    if password is None:
-        return uri
-    host = parts.netloc.rsplit("@", 1)[-1]
-    user = parts.username or ""
-    return urlunsplit(parts._replace(netloc=f"{user}:****@{host}"))
+    """A storage URI with its password, secret query parameters and fragment replaced by ****;
+    a value that is not a URI shows only what looks like its scheme."""
+    if "://" not in uri:
+        prefix = _SCHEME.match(uri)
+        return f"{prefix.group(0)}:****" if prefix and uri[prefix.end() :][:1] == ":" else "****"
+    scheme, userinfo, location, pairs, fragment = _uri_parts(uri)
+    masked = f"{scheme}://"
+    if userinfo is not None:
+        user, has_password, _ = userinfo.partition(":")
+        masked += f"{user}:****@" if has_password else "****@"
+    masked += location
+    if pairs:
+        masked += "?" + "&".join(
+            f"{name}=****" if _SECRET_PARAMETER.search(name) else f"{name}={value}"
+            for name, value in pairs
+        )
+    return masked + ("#****" if fragment else "")
+
+
+def uri_secrets(uri: str) -> list[str]:
+    """The secrets mask_uri hides, as written and percent-decoded: to scrub them from text
+    that a library made (an error message) before it is shown."""
+    if "://" not in uri:
+        return [uri]
+    _, userinfo, _, pairs, fragment = _uri_parts(uri)
+    found = [value for name, value in pairs if _SECRET_PARAMETER.search(name)]
+    if userinfo is not None:
+        user, has_password, password = userinfo.partition(":")
+        found.append(password if has_password else user)
+    found.append(fragment)
+    secrets = {text for value in found for text in (value, unquote(value)) if text}
+    return sorted(secrets, key=len, reverse=True)
 
 
 class WriteKey(str):

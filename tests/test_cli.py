@@ -541,3 +541,46 @@ def test_demo_and_check_on_a_plain_install(plain_install: Path) -> None:
     check = run("check", command=command, SENTRY_SEGMENT_WRITE_KEY=KEY)
     assert check.returncode == 0, check.stderr
     assert "SENTRY_DSN is not set" in check.stderr
+
+
+def test_listen_s_loopback_sentry_lets_an_application_forward_without_a_sentry_project() -> None:
+    port = free_port()
+    listener = subprocess.Popen(
+        [str(COMMAND), "listen", "--port", str(port)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert listener.stdout is not None
+        banner = listener.stdout.readline()
+        dsn = banner.split("SENTRY_DSN=", 1)[1].split()[0]
+        application = (
+            "import sentry_sdk\n"
+            "from sentry_segment import SegmentIntegration\n"
+            "sentry_sdk.init(integrations=[SegmentIntegration()])\n"
+            "sentry_sdk.set_user({'id': 'listen-1'})\n"
+            "try:\n    raise KeyError('x')\n"
+            "except KeyError:\n    sentry_sdk.capture_exception()\n"
+            "sentry_sdk.flush(timeout=5)\n"
+        )
+        done = subprocess.run(
+            [sys.executable, "-c", application],
+            env={
+                **os.environ,
+                "SENTRY_DSN": dsn,
+                "SENTRY_SEGMENT_WRITE_KEY": KEY,
+                "SENTRY_SEGMENT_HOST": f"http://127.0.0.1:{port}",
+            },
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert done.returncode == 0, done.stderr
+        line = listener.stdout.readline()
+    finally:
+        listener.send_signal(signal.SIGTERM)
+        listener.wait(timeout=10)
+    assert line.startswith("Error Captured")
+    assert "userId=listen-1 " in line

@@ -45,27 +45,24 @@ def run(change: str, segment: SegmentCollector, sentry: SentryRecorder) -> str:
     return done.stderr
 
 
-def test_a_prepare_event_with_a_new_keyword_and_capture_event_called_by_keywords(
+def test_capture_event_with_a_new_keyword_and_called_by_keywords(
     segment: SegmentCollector, sentry: SentryRecorder
 ) -> None:
     stderr = run(
         """
         from sentry_sdk.client import _Client
 
-        prepare, capture = _Client._prepare_event, _Client.capture_event
+        capture = _Client.capture_event
 
-        def _prepare_event(self, event, hint, scope, *, new_option=None):
-            return prepare(self, event, hint, scope)
-
-        def capture_event(self, event, hint=None, scope=None):
+        def capture_event(self, event, hint=None, scope=None, *, new_option=None):
             return capture(self, event=event, hint=hint, scope=scope)
 
-        _Client._prepare_event, _Client.capture_event = _prepare_event, capture_event
+        _Client.capture_event = capture_event
         """,
         segment,
         sentry,
     )
-    assert "sentry-segment" not in stderr
+    assert "forwarding is off" not in stderr
     [message] = segment.wait_for_messages(1)
     assert message["userId"] == "7"
 
@@ -88,29 +85,22 @@ def test_a_segment_client_without_a_constant_relied_on_leaves_the_integration_in
     assert segment.messages() == []
 
 
-def test_a_sentry_sdk_without_prepare_event_leaves_the_integration_inert(
+def test_a_sentry_sdk_whose_transport_renamed_a_method_leaves_the_integration_inert(
     segment: SegmentCollector, sentry: SentryRecorder
 ) -> None:
     stderr = run(
         """
-        from sentry_sdk.client import _Client
+        from sentry_sdk import transport
 
-        _Client._prepare_event_renamed = _Client._prepare_event
-        del _Client._prepare_event
-        capture = _Client.capture_event
-
-        def capture_event(self, event, hint=None, scope=None):
-            self._prepare_event = self._prepare_event_renamed
-            try:
-                return capture(self, event, hint, scope)
-            finally:
-                del self._prepare_event
-        _Client.capture_event = capture_event
+        for cls in transport.HttpTransport.__mro__:
+            if "on_dropped_event" in vars(cls):
+                cls.on_drop = cls.on_dropped_event
+                del cls.on_dropped_event
         """,
         segment,
         sentry,
     )
-    assert "_Client._prepare_event (sentry-sdk " in stderr
+    assert "HttpTransport.on_dropped_event (sentry-sdk " in stderr
     assert segment.messages() == []
 
 

@@ -158,19 +158,19 @@ def test_a_full_queue_while_delivery_fails_keeps_the_newest(
 def test_segments_own_error_lines_are_folded_into_one_of_ours(
     segment: SegmentCollector, caplog: pytest.LogCaptureFixture
 ) -> None:
-    # Nothing answers /fold/v1/batch but a 500 with a text body: Segment's post() logs
-    # "Unknown error" at ERROR for each.
-    sink = own_sink(segment, "Fold", "/fold", max_retries=2)
+    # Segment's post() logs each refused post at ERROR.
+    sink = own_sink(segment, "Fold", "", max_retries=2)
+    segment.respond_next(3, 500)
     stats = Stats()
     with caplog.at_level(logging.DEBUG):
         sink.put_many([message(1)], stats, False)
         wait_for(lambda: stats.snapshot()["failed"] == 1)
-    assert len([r for r in segment.batches() if r.status == 500]) == 0  # not a /v1/batch
+    assert len([r for r in segment.batches() if r.status == 500]) == 3
     segments = [r for r in caplog.records if r.name == delivery.SEGMENT_LOGGER]
     assert any(r.levelno == logging.DEBUG for r in segments), "Segment's DEBUG lines pass"
     assert [r.getMessage() for r in segments if r.levelno >= logging.INFO] == []
     [line] = [r.getMessage() for r in caplog.records if r.name == delivery.LOGGER_NAME]
-    assert f"{segment.host}/fold answered HTTP 500" in line
+    assert f"{segment.host} answered HTTP 500" in line
 
 
 def test_a_name_that_does_not_resolve_is_retried_and_said_on_the_first_failure(

@@ -8,6 +8,8 @@ from typing import Any
 
 import sentry_sdk
 
+from sentry_segment.config import resolve
+from sentry_segment.forwarder import Forwarder
 from sentry_segment.testing import SegmentCollector, SentryRecorder
 
 from .conftest import InitSentry, raise_and_capture
@@ -123,26 +125,25 @@ def test_events_forwarded_for_an_anonymous_id_or_as_messages_get_receipts_too(
     assert stats["delivered"] == 1
 
 
-def test_the_default_receipts_are_for_errors_with_a_user_id() -> None:
-    from sentry_sdk.envelope import Envelope
-
-    from sentry_segment import receipts
-    from sentry_segment.config import resolve
-    from sentry_segment.forwarder import Forwarder
-
+def test_what_sentry_drops_is_counted_for_the_events_the_options_forward() -> None:
     error = {"event_id": "e1", "exception": {"values": [{"type": "E"}]}, "user": {"id": 1}}
     anonymous = {**error, "event_id": "e2", "user": {}, "tags": {"anonymous_id": "a"}}
     message = {"event_id": "e3", "level": "error", "message": "down", "user": {"id": 1}}
-    options = resolve(write_key="k", anonymous_id="tag:anonymous_id", event_types="error,message")
+    default = Forwarder(resolve(write_key="k", environ={}))
+    extended = Forwarder(
+        resolve(write_key="k", anonymous_id="tag:anonymous_id", event_types="error,message")
+    )
     for event, by_default, with_options in (
-        (error, "e1", "e1"),
-        (anonymous, None, "e2"),
-        (message, None, "e3"),
-        ({**message, "level": "warning"}, None, None),
-        ({**message, "type": "transaction"}, None, None),
+        (error, True, True),
+        (anonymous, False, True),
+        (message, False, True),
+        ({**message, "level": "warning"}, False, False),
+        ({**message, "type": "transaction"}, False, False),
     ):
-        envelope = Envelope()
-        envelope.add_event(event)
-        assert receipts.forwardable_event_id(envelope) == by_default
-        forwarder = Forwarder(options)
-        assert receipts.forwardable_event_id(envelope, forwarder.forwardable) == with_options
+        assert default.forwardable(event) is by_default
+        assert extended.forwardable(event) is with_options
+    for event in (error, anonymous, message):
+        default.dropped_by_sentry(event)
+        extended.dropped_by_sentry(event)
+    assert default.stats.snapshot()["skipped_dropped_by_sentry"] == 1
+    assert extended.stats.snapshot()["skipped_dropped_by_sentry"] == 3
