@@ -10,12 +10,20 @@ import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from string import Formatter
 from typing import Any, Callable, Optional
 from urllib.parse import urlsplit
 
 from limits import RateLimitItem, parse_many
 
-from .payload import INCLUDABLE, IP_POLICIES, Shape
+from .payload import (
+    ANONYMOUS_ID_KINDS,
+    EVENT_TYPES,
+    INCLUDABLE,
+    IP_POLICIES,
+    AnonymousSource,
+    Shape,
+)
 from .scrub import Scrubber
 from .secrets import WriteKey, given_secrets, mask, mask_uri, masked_text, shown
 
@@ -240,6 +248,53 @@ def _ip_policy(option: str, value: Any) -> str:
     return value.lower()
 
 
+def _anonymous_sources(option: str, value: Any) -> tuple[AnonymousSource, ...]:
+    sources = []
+    for name in _names(option, value):
+        kind, _, key = name.partition(":")
+        if kind not in ANONYMOUS_ID_KINDS or not key.strip():
+            raise _error(
+                option,
+                f"has {shown(name)}; each source must be cookie:NAME, tag:NAME or user:KEY, as in "
+                "'cookie:ajs_anonymous_id,tag:anonymous_id'",
+            )
+        sources.append(AnonymousSource(kind, key.strip()))
+    return tuple(dict.fromkeys(sources))
+
+
+def _event_types(option: str, value: Any) -> tuple[str, ...]:
+    names = _names(option, value)
+    unknown = [name for name in names if name not in EVENT_TYPES]
+    if unknown:
+        raise _error(option, f"has unknown types {shown(unknown)}; valid: {', '.join(EVENT_TYPES)}")
+    if "error" not in names:
+        raise _error(
+            option, f"must include error (errors are always forwarded), got {shown(value)}"
+        )
+    return tuple(name for name in EVENT_TYPES if name in names)
+
+
+_PROFILE_FIELDS = frozenset({"user_id", "anonymous_id"})
+
+
+def _profile_url(option: str, value: Any) -> str:
+    if not isinstance(value, str) or urlsplit(value).scheme not in ("http", "https"):
+        raise _error(option, f"must be an http:// or https:// URL template, got {shown(value)}")
+    try:
+        named = {field for _, field, _, _ in Formatter().parse(value) if field is not None}
+        value.format(user_id="", anonymous_id="")
+    except (ValueError, KeyError, IndexError, AttributeError):
+        named = {"?"}
+    if not named or not named <= _PROFILE_FIELDS:
+        raise _error(
+            option,
+            "must name {user_id} or {anonymous_id} (and nothing else in braces), as in "
+            "'https://app.segment.com/acme/unify/spaces/prod/explorer/{user_id}', "
+            f"got {shown(value)}",
+        )
+    return value
+
+
 def _callable(option: str, value: Any) -> Callable[..., Any]:
     if not callable(value):
         raise _error(
@@ -329,6 +384,11 @@ class Options:
     scrub: bool = _option("SENTRY_SEGMENT_SCRUB", True, _bool)
     sensitive_fields: tuple[str, ...] = _option("SENTRY_SEGMENT_SENSITIVE_FIELDS", (), _names)
     ip: str = _option("SENTRY_SEGMENT_IP", "full", _ip_policy)
+    anonymous_id: tuple[AnonymousSource, ...] = _option(
+        "SENTRY_SEGMENT_ANONYMOUS_ID", (), _anonymous_sources
+    )
+    event_types: tuple[str, ...] = _option("SENTRY_SEGMENT_EVENT_TYPES", ("error",), _event_types)
+    profile_url: Optional[str] = _option("SENTRY_SEGMENT_PROFILE_URL", None, _profile_url)
 
     def __repr__(self) -> str:
         return f"Options({self.describe()!r})"
@@ -349,6 +409,7 @@ class Options:
             issues_url=f"{self.sentry_web_url}/organizations/{self.sentry_org}/issues/",
             scrubber=Scrubber(self.sensitive_fields) if self.scrub else None,
             ip=self.ip,
+            anonymous_id=self.anonymous_id,
         )
 
     def describe(self) -> dict[str, Any]:
@@ -360,11 +421,13 @@ class Options:
             rate_limit_storage=mask_uri(self.rate_limit_storage),
             include=list(self.include),
             sensitive_fields=[masked_text(name) for name in self.sensitive_fields],
+            anonymous_id=[masked_text(str(source)) for source in self.anonymous_id],
+            event_types=list(self.event_types),
             before_forward=_describe_callable(self.before_forward),
             projects={project: override.describe() for project, override in self.projects.items()},
         )
         # A write key put in a free-text option (event_name, sentry_org) passes its check.
-        for name in ("host", "event_name", "sentry_org", "sentry_web_url"):
+        for name in ("host", "event_name", "sentry_org", "sentry_web_url", "profile_url"):
             if isinstance(described[name], str):
                 described[name] = masked_text(described[name])
         return described

@@ -72,8 +72,20 @@ class Forwarder:
         self.stats = Stats()
         self.shape = options.shape
         self.quiet = QuietClient()
-        self._extras = self.shape.needs_extras
+        self._extras = self.shape if self.shape.needs_extras else False
         self._keep_events = options.before_forward is not None
+        # Which events are forwarded: forwardable() decides it for the events Sentry's
+        # transport drops, and offer() the same in two steps (each skip counted apart),
+        # inlining the checks of the default options and asking these only when event_types
+        # or anonymous_id are set.
+        self._messages = "message" in options.event_types
+        self._anonymous = bool(options.anonymous_id)
+        self._forwarded_type = payload.is_error_or_message if self._messages else payload.is_error
+        self._identified = (
+            functools.partial(payload.identified, sources=options.anonymous_id)
+            if self._anonymous
+            else payload.has_user_id
+        )
         self._routes: dict[Optional[str], Route] = {}
         self._reported: set[str] = set()
         self._hinted_no_user = False
@@ -113,9 +125,13 @@ class Forwarder:
                 self.dropped_by_sentry,
             )
 
+    def forwardable(self, event: Mapping[str, Any]) -> bool:
+        """Whether offer() would queue this event, routing and limits aside."""
+        return self._forwarded_type(event) and self._identified(event)
+
     def dropped_by_sentry(self, event: Mapping[str, Any]) -> None:
         """Sentry's transport dropped an event after capture_event returned its ID."""
-        if payload.is_error(event) and payload.user_id(event) is not None:
+        if self.forwardable(event):
             self.stats.add("skipped_dropped_by_sentry")
 
     def offer(self, event: Mapping[str, Any], dsn: Optional[str]) -> None:
@@ -129,7 +145,9 @@ class Forwarder:
         # payload.is_error and a first look for a user, inlined: this runs for every event.
         exception = event.get("exception")
         values = exception.get("values") if isinstance(exception, dict) else None
-        if not (isinstance(values, list) and values):
+        if not (isinstance(values, list) and values) and not (
+            self._messages and self._forwarded_type(event)
+        ):
             self.stats.add("skipped_not_error")
             return
         destination = self._routes.get(dsn) or self.route_for(dsn)
@@ -137,7 +155,9 @@ class Forwarder:
             self.stats.add(destination.skipped_as)
             return
         user = event.get("user")
-        if not isinstance(user, dict) or user.get("id") is None or payload.user_id(event) is None:
+        if (
+            not isinstance(user, dict) or user.get("id") is None or payload.user_id(event) is None
+        ) and not (self._anonymous and self._identified(event)):
             self.stats.add("skipped_no_user")
             if not self._hinted_no_user:
                 self._hint_no_user()
@@ -343,8 +363,8 @@ class Forwarder:
             event = copy.deepcopy(queued) if self._keep_events else None
             fields = queued if event is None else payload.error_fields(event, self._extras)
             track = payload.track_from_fields(fields, self.shape, destination.project)
-            if not track.user_id:
-                # Sentry's scrubbing filters this user ID: there is no one to attribute it to.
+            if not (track.user_id or track.anonymous_id):
+                # Sentry's scrubbing filters these IDs: there is no one to attribute it to.
                 self.stats.add("skipped_no_user")
                 return None
             message = delivery.segment_message(track)

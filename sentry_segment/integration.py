@@ -9,9 +9,11 @@ import time
 from collections.abc import Mapping
 from typing import Any, Callable, Optional, Union
 
+import sentry_sdk
 import wrapt
 from sentry_sdk.client import _Client
 from sentry_sdk.integrations import Integration
+from sentry_sdk.scope import add_global_event_processor
 from sentry_sdk.utils import capture_internal_exceptions
 
 from . import _compat, config, contract, payload
@@ -55,6 +57,9 @@ class SegmentIntegration(Integration):
         scrub: Optional[bool] = None,
         sensitive_fields: Optional[Union[str, list[str], tuple[str, ...]]] = None,
         ip: Optional[str] = None,
+        anonymous_id: Optional[Union[str, list[str], tuple[str, ...]]] = None,
+        event_types: Optional[Union[str, list[str], tuple[str, ...]]] = None,
+        profile_url: Optional[str] = None,
     ) -> None:
         given = dict(locals())
         del given["self"]
@@ -72,6 +77,8 @@ class SegmentIntegration(Integration):
         self._forwarder = Forwarder(options)
         self._unknown_variables = config.unknown_variables()
         self._client: Any = None
+        if options.profile_url is not None:
+            _add_profile_urls_from_now_on()
 
     def __reduce__(self) -> tuple[Any, ...]:
         # A client is pickled with its options, integrations included; locks and threads are
@@ -151,6 +158,31 @@ class SegmentIntegration(Integration):
                 "sentry-segment: Sentry has no DSN here and sends nothing, so nothing is "
                 "forwarded (counted in skipped_not_sent); set SENTRY_DSN or init(dsn=...)",
             )
+
+
+@functools.cache
+def _add_profile_urls_from_now_on() -> None:
+    """Register the event processor that links Sentry's events to Segment's profiles, once per
+    process and only once an integration has profile_url: without it, events never meet it."""
+    add_global_event_processor(_add_profile_url)
+
+
+def _add_profile_url(event: Any, hint: Any) -> Any:
+    """Sentry's event processor: a ``segment`` context with the profile URL, for an event with
+    a user or anonymous ID, when the client's integration has profile_url. It runs before
+    before_send, which sees (and may remove) it."""
+    integration = sentry_sdk.get_client().get_integration(SegmentIntegration)
+    if integration is None:
+        return event
+    options = integration.options
+    if options.profile_url is not None and isinstance(event, dict):
+        context = payload.profile_context(event, options.profile_url, options.anonymous_id)
+        if context is not None:
+            contexts = event.get("contexts")
+            if not isinstance(contexts, dict):
+                contexts = event["contexts"] = {}
+            contexts["segment"] = context
+    return event
 
 
 def _uwsgi_without_threads() -> bool:

@@ -13,8 +13,9 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any, Callable, NamedTuple, Optional
-from urllib.parse import quote, urlsplit
+from string import Formatter
+from typing import Any, Callable, NamedTuple, Optional, Union
+from urllib.parse import quote, unquote, urlsplit
 
 from .scrub import FILTERED, Scrubber, patterns
 
@@ -29,7 +30,13 @@ TAG_CHARACTERS_PER_LIMIT = 4
 MAX_TAG_CHARACTERS = FIELD_CHAR_LIMITS[0] * TAG_CHARACTERS_PER_LIMIT
 DEFAULT_EVENT_NAME = "Error Captured"
 # What the `include` option can add to the properties, each from the Sentry event.
-INCLUDABLE = ("tags", "exception_message", "handled", "sentry_url")
+INCLUDABLE = ("tags", "exception_message", "handled", "sentry_url", "stacktrace")
+# What the `event_types` option can forward: errors always, messages of these levels on request.
+EVENT_TYPES = ("error", "message")
+FORWARDED_MESSAGE_LEVELS = frozenset({"error", "fatal"})
+MAX_STACKTRACE_FRAMES = 10
+# Where the `anonymous_id` option can find Segment's anonymous ID in an event.
+ANONYMOUS_ID_KINDS = ("cookie", "tag", "user")
 # What the `ip` option can make of the client's address: as Sentry has it, with its last
 # octet (IPv4) or 80 bits (IPv6) zeroed as analytics tools anonymize, or none.
 IP_POLICIES = ("full", "anonymize", "none")
@@ -37,6 +44,16 @@ _ANONYMIZED_PREFIX = {4: 24, 6: 48}
 
 
 DEFAULT_SCRUBBER = Scrubber()
+
+
+class AnonymousSource(NamedTuple):
+    """One place to look for an anonymous ID: a request cookie, a tag, or a key of the user."""
+
+    kind: str
+    name: str
+
+    def __str__(self) -> str:
+        return f"{self.kind}:{self.name}"
 
 
 @dataclass(frozen=True)
@@ -50,11 +67,13 @@ class Shape:
     # None: the strings are forwarded as the event has them (scrub=false).
     scrubber: Optional[Scrubber] = DEFAULT_SCRUBBER
     ip: str = "full"
+    # Where to find Segment's anonymous ID, in order; none: only user IDs.
+    anonymous_id: tuple[AnonymousSource, ...] = ()
 
     @property
     def needs_extras(self) -> bool:
-        """Whether error_fields must also take the tags, message and mechanisms."""
-        return bool(self.include)
+        """Whether error_fields must also take what `include` and `anonymous_id` read."""
+        return bool(self.include or self.anonymous_id)
 
 
 # The forwarder's message, as Sentry's server sends it.
@@ -71,11 +90,14 @@ class Track:
     context: dict[str, Any]
     timestamp: datetime
     message_id: str
+    # "" when the event has none (or only a user ID).
+    anonymous_id: str = ""
 
     def track_arguments(self) -> dict[str, Any]:
         """Keyword arguments for Segment's ``Client.track`` (which adds to the context it gets)."""
         return {
-            "user_id": self.user_id,
+            "user_id": self.user_id or None,
+            "anonymous_id": self.anonymous_id or None,
             "event": self.event,
             "properties": self.properties,
             "context": dict(self.context),
@@ -89,11 +111,11 @@ class Track:
         context = self.context if library is None else {**self.context, "library": {**library}}
         return {
             "integrations": {},
-            "anonymousId": None,
+            "anonymousId": self.anonymous_id or None,
             "properties": self.properties,
             "timestamp": self.timestamp.isoformat(timespec="milliseconds"),
             "context": context,
-            "userId": self.user_id,
+            "userId": self.user_id or None,
             "type": "track",
             "event": self.event,
             "messageId": self.message_id,
@@ -143,12 +165,140 @@ def is_error(event: Mapping[str, Any]) -> bool:
     return isinstance(values, list) and len(values) > 0
 
 
+def is_error_or_message(event: Mapping[str, Any]) -> bool:
+    """An error, or a message event (capture_message, a log record without exc_info) of level
+    error or fatal: what ``event_types="error,message"`` forwards. Never a transaction, a
+    check-in or another typed event."""
+    if is_error(event):
+        return True
+    level = event.get("level")
+    return (
+        event.get("type") in (None, "default")
+        and isinstance(level, str)
+        and level in FORWARDED_MESSAGE_LEVELS
+    )
+
+
 def user_id(event: Mapping[str, Any]) -> Optional[str]:
     """The event's user ID as a string, or None when it has none (0 is an ID)."""
     user = event.get("user")
     if not isinstance(user, dict):
         return None
     return _user_id_text(user.get("id"))
+
+
+def has_user_id(event: Mapping[str, Any]) -> bool:
+    """Whether the event has a user ID: what the forwarder requires by default."""
+    user = event.get("user")
+    return isinstance(user, dict) and _user_id_text(user.get("id")) is not None
+
+
+def identified(event: Mapping[str, Any], sources: tuple[AnonymousSource, ...]) -> bool:
+    """Whether the event has a user ID, or a value in one of these anonymous ID sources (which
+    the worker may yet find empty once decoded, or filtered)."""
+    return has_user_id(event) or find_anonymous_id(event, sources) is not None
+
+
+def is_error_with_user(event: Mapping[str, Any]) -> bool:
+    """What the forwarder forwards with its default options: an error with a user ID."""
+    return is_error(event) and has_user_id(event)
+
+
+def find_anonymous_id(
+    event: Mapping[str, Any], sources: tuple[AnonymousSource, ...]
+) -> Optional[tuple[AnonymousSource, Any]]:
+    """The first of these sources that holds a value, and the value as the event has it: only
+    lookups, for the capturing thread; anonymous_id_text reads it."""
+    for source in sources:
+        raw = _find(event, source)
+        if raw is not None and raw != "":
+            return source, raw
+    return None
+
+
+def anonymous_id_text(source: AnonymousSource, raw: Any) -> Optional[str]:
+    """An anonymous ID as Segment takes it, validated and truncated as user IDs are (not
+    scrubbed); a cookie decoded as analytics.js writes it. None if there is none."""
+    text = _user_id_text(raw)
+    if text is not None and source.kind == "cookie":
+        text = _user_id_text(_cookie_value(text))
+    return text
+
+
+def anonymous_id(
+    event: Mapping[str, Any], sources: tuple[AnonymousSource, ...]
+) -> Optional[tuple[AnonymousSource, str]]:
+    """The anonymous ID of the first source that holds one, and that source; None if none."""
+    found = find_anonymous_id(event, sources)
+    text = None if found is None else anonymous_id_text(*found)
+    return None if found is None or text is None else (found[0], text)
+
+
+def _find(event: Mapping[str, Any], source: AnonymousSource) -> Any:
+    kind, name = source
+    if kind == "user":
+        user = event.get("user")
+        return user.get(name) if isinstance(user, dict) else None
+    if kind == "tag":
+        tags = event.get("tags")
+        if isinstance(tags, dict):
+            return tags.get(name)
+        return _pair_value(tags, name) if isinstance(tags, list) else None
+    request = event.get("request")
+    return _cookie(request.get("cookies"), name) if isinstance(request, dict) else None
+
+
+def _cookie(cookies: Any, name: str) -> Any:
+    if isinstance(cookies, dict):
+        return cookies.get(name)
+    if isinstance(cookies, list):
+        return _pair_value(cookies, name)
+    if isinstance(cookies, str):  # a Cookie header as sent: "a=1; b=2"
+        for part in cookies.split(";"):
+            key, _, value = part.partition("=")
+            if key.strip() == name:
+                return value.strip()
+    return None
+
+
+def _pair_value(pairs: list[Any], name: str) -> Any:
+    for pair in pairs:
+        if isinstance(pair, (list, tuple)) and len(pair) == 2 and pair[0] == name:
+            return pair[1]
+    return None
+
+
+def _cookie_value(text: str) -> str:
+    """A cookie as analytics.js writes it: URL-encoded, and JSON-quoted (``%22abc%22``)."""
+    text = unquote(text)
+    if len(text) >= 2 and text[0] == text[-1] == '"':
+        try:
+            decoded = json.loads(text)
+        except ValueError:
+            return text
+        return decoded if isinstance(decoded, str) else text
+    return text
+
+
+@functools.lru_cache(maxsize=8)
+def _template_fields(template: str) -> frozenset[str]:
+    return frozenset(field for _, field, _, _ in Formatter().parse(template) if field)
+
+
+def profile_context(
+    event: Mapping[str, Any], template: str, sources: tuple[AnonymousSource, ...]
+) -> Optional[dict[str, str]]:
+    """Sentry's ``segment`` context for an event: the profile URL (the template with the
+    event's IDs URL-quoted) and the IDs; None when the event has none the template names."""
+    ids = {"user_id": user_id(event)}
+    found = anonymous_id(event, sources) if sources else None
+    ids["anonymous_id"] = found[1] if found is not None else None
+    if not any(ids.get(name) for name in _template_fields(template)):
+        return None
+    quoted = {name: quote(value, safe="") if value else "" for name, value in ids.items()}
+    context = {"profile_url": template.format(**quoted)}
+    context.update((name, value) for name, value in ids.items() if value is not None)
+    return context
 
 
 def _user_id_text(raw: Any) -> Optional[str]:
@@ -186,6 +336,9 @@ class ErrorFields(NamedTuple):
     tags: Any = None
     exception_value: Any = None
     handled: Any = None
+    frames: Any = None
+    # (source, value) as find_anonymous_id() finds it.
+    anonymous_id: Any = None
 
 
 _new_fields: Callable[[tuple[Any, ...]], ErrorFields] = functools.partial(
@@ -193,8 +346,9 @@ _new_fields: Callable[[tuple[Any, ...]], ErrorFields] = functools.partial(
 )
 
 
-def error_fields(event: Mapping[str, Any], extras: bool = False) -> ErrorFields:
-    """The fields of an event that build_track reads; with extras, those `include` reads."""
+def error_fields(event: Mapping[str, Any], extras: Union[bool, Shape] = False) -> ErrorFields:
+    """The fields of an event that build_track reads; with extras (True, or a shape that
+    needs_extras), also those `include` reads, and the anonymous ID the shape's sources find."""
     get = event.get
     user = get("user")
     if not isinstance(user, dict):
@@ -207,6 +361,12 @@ def error_fields(event: Mapping[str, Any], extras: bool = False) -> ErrorFields:
     first = values[0] if isinstance(values, list) and values else None
     if not isinstance(first, dict):
         first = _EMPTY
+    frames = found = None
+    if extras:
+        stacktrace = first.get("stacktrace")
+        frames = stacktrace.get("frames") if isinstance(stacktrace, dict) else None
+        sources = extras.anonymous_id if isinstance(extras, Shape) else ()
+        found = find_anonymous_id(event, sources) if sources else None
     # tuple.__new__ rather than ErrorFields(...): the generated __new__ is a Python frame.
     return _new_fields(
         (
@@ -227,6 +387,8 @@ def error_fields(event: Mapping[str, Any], extras: bool = False) -> ErrorFields:
             get("tags") if extras else None,
             first.get("value") if extras else None,
             _handled(values) if extras else None,
+            frames,
+            found,
         )
     )
 
@@ -249,7 +411,8 @@ def build_track(
     event: Mapping[str, Any], shape: Shape = FORWARDER_SHAPE, project: str = ""
 ) -> Track:
     """The track call for an error event that has a user ID, within Segment's 32 KB."""
-    return track_from_fields(error_fields(event, shape.needs_extras), shape, project)
+    extras = shape if shape.needs_extras else False
+    return track_from_fields(error_fields(event, extras), shape, project)
 
 
 def track_from_fields(
@@ -278,6 +441,8 @@ class _Texts(NamedTuple):
     ip: str
     exception_message: str
     tags: dict[str, str]
+    anonymous_id: str
+    stacktrace: list[str]
 
 
 def _texts(fields: ErrorFields, shape: Shape) -> _Texts:
@@ -293,12 +458,21 @@ def _texts(fields: ErrorFields, shape: Shape) -> _Texts:
         ip=_client_ip(fields, shape.ip),
         exception_message=_text(fields.exception_value) if shape.include else "",
         tags=_tags(fields.tags, MAX_TAG_CHARACTERS) if "tags" in shape.include else {},
+        anonymous_id=(anonymous_id_text(*fields.anonymous_id) or "") if fields.anonymous_id else "",
+        stacktrace=_stack_lines(fields.frames) if "stacktrace" in shape.include else [],
     )
     scrubber = shape.scrubber
     if scrubber is not None:
         scrubbed_user_id = scrubber.value(texts.user_id, "id")
+        anonymous = texts.anonymous_id
+        if anonymous:
+            # As Sentry's server scrubs where the ID was found; an ID it filters is no one's.
+            scrubbed = _scrub_anonymous_id(scrubber, fields.anonymous_id[0], anonymous)
+            anonymous = anonymous if scrubbed == anonymous else ""
         texts = texts._replace(
             user_id=scrubbed_user_id if scrubbed_user_id == texts.user_id else "",
+            anonymous_id=anonymous,
+            stacktrace=[patterns(line) for line in texts.stacktrace],
             url=patterns(texts.url),
             path=patterns(texts.path),
             search=scrubber.query(texts.search),
@@ -311,6 +485,32 @@ def _texts(fields: ErrorFields, shape: Shape) -> _Texts:
             },
         )
     return texts
+
+
+def _scrub_anonymous_id(scrubber: Scrubber, source: AnonymousSource, text: str) -> str:
+    if source.kind == "tag":  # as tags are scrubbed here: Relay does not scrub tags
+        return FILTERED if scrubber.sensitive_key(source.name) else patterns(text)
+    # Relay scrubs cookies and the user's data under their keys.
+    return scrubber.value(text, source.name)
+
+
+def _stack_lines(frames: Any) -> list[str]:
+    """The in-app frames (all when none is marked in-app), innermost last, at most the last
+    MAX_STACKTRACE_FRAMES, each as "shop/views.py in checkout at line 42"."""
+    if not isinstance(frames, list):
+        return []
+    frames = [frame for frame in frames if isinstance(frame, dict)]
+    in_app = [frame for frame in frames if frame.get("in_app") is True]
+    return [_frame_line(frame) for frame in (in_app or frames)[-MAX_STACKTRACE_FRAMES:]]
+
+
+def _frame_line(frame: dict[str, Any]) -> str:
+    where = _text(frame.get("filename")) or _text(frame.get("module")) or "?"
+    line = f"{where} in {_text(frame.get('function')) or '?'}"
+    lineno = frame.get("lineno")
+    if isinstance(lineno, int) and not isinstance(lineno, bool):
+        line += f" at line {lineno}"
+    return line
 
 
 def _build(texts: _Texts, fields: ErrorFields, shape: Shape, project: str, limit: int) -> Track:
@@ -356,6 +556,7 @@ def _build(texts: _Texts, fields: ErrorFields, shape: Shape, project: str, limit
         context=context,
         timestamp=_timestamp(fields.timestamp),
         message_id=event_id[:MAX_MESSAGE_ID_CHARS],
+        anonymous_id=texts.anonymous_id,
     )
 
 
@@ -377,6 +578,8 @@ def _add_included(  # noqa: PLR0917 (_build's own arguments)
     if "sentry_url" in include:
         query = f"?project={quote(project, safe='')}&query={quote(_text(fields.event_id), safe='')}"
         properties["sentryUrl"] = shape.issues_url + query[:limit]
+    if "stacktrace" in include:
+        properties["stacktrace"] = [line[:limit] for line in texts.stacktrace]
 
 
 def _client_ip(fields: ErrorFields, policy: str) -> str:
@@ -450,7 +653,8 @@ def _tag_value(value: Any) -> str:
 def _encoded_size(track: Track) -> int:
     # Segment's client escapes all but ASCII: a character outside the basic plane becomes two
     # \uXXXX escapes, 12 bytes at worst. When even that fits, skip encoding.
-    characters = len(track.user_id) + len(track.event) + len(track.message_id)
+    characters = len(track.user_id) + len(track.anonymous_id) + len(track.event)
+    characters += len(track.message_id)
     characters += _characters(track.properties) + _characters(track.context)
     worst = MAX_BYTES_PER_CHARACTER * characters + _STRUCTURE_BYTES
     if worst <= MESSAGE_BUDGET_BYTES:
@@ -471,6 +675,8 @@ def _characters(fields: Mapping[str, Any]) -> int:
             total += len(value)
         elif isinstance(value, dict):
             total += _characters(value)
+        elif isinstance(value, list):
+            total += sum(len(item) for item in value if isinstance(item, str))
     return total
 
 

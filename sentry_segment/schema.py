@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from . import __version__
-from .payload import Shape
+from .payload import MAX_STACKTRACE_FRAMES, MAX_USER_ID_CHARS, Shape
 
 DRAFT_07 = "http://json-schema.org/draft-07/schema#"
 _TEXT = {"type": "string"}
@@ -56,7 +56,23 @@ _INCLUDED: dict[str, tuple[str, dict[str, Any]]] = {
         "sentryUrl",
         {**_TEXT, "format": "uri", "description": "the event in Sentry's issue search"},
     ),
+    "stacktrace": (
+        "stacktrace",
+        {
+            "type": "array",
+            "items": _TEXT,
+            "maxItems": MAX_STACKTRACE_FRAMES,
+            "description": "the in-app frames of exceptionType's exception, innermost last, "
+            "as 'shop/views.py in checkout at line 42'",
+        },
+    ),
 }
+
+_ID = {"type": "string", "minLength": 1, "maxLength": MAX_USER_ID_CHARS}
+
+
+def _identity(key: str) -> dict[str, Any]:
+    return {"properties": {key: _ID}, "required": [key]}
 
 
 def message_schema(shape: Shape) -> dict[str, Any]:
@@ -65,19 +81,34 @@ def message_schema(shape: Shape) -> dict[str, Any]:
     for name in shape.include:
         key, schema = _INCLUDED[name]
         properties[key] = schema
+    with_ = [*shape.include]
+    # Who the error is attributed to: a user ID, or with anonymous_id either (both when known).
+    identities = [_identity("userId")]
+    if shape.anonymous_id:
+        identities.append(_identity("anonymousId"))
+        with_.append("anonymous IDs from " + ", ".join(map(str, shape.anonymous_id)))
     return {
         "$schema": DRAFT_07,
         "title": shape.event_name,
         "description": f"Sentry errors forwarded by sentry-segment {__version__}"
-        + (f", with {', '.join(shape.include)}" if shape.include else ""),
+        + (f", with {'; '.join(with_)}" if with_ else ""),
         "type": "object",
+        "anyOf": identities,
         "properties": {
+            "userId": {
+                "type": ["string", "null"],
+                "description": "Sentry's user.id",
+            },
+            "anonymousId": {
+                "type": ["string", "null"],
+                "description": "Segment's anonymous ID, from the anonymous_id option's sources",
+            },
             "properties": {
                 "type": "object",
                 "properties": properties,
                 "required": list(properties),
                 "additionalProperties": False,
-            }
+            },
         },
         "required": ["properties"],
     }

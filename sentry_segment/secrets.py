@@ -103,7 +103,7 @@ def masked_text(text: str, secrets: Iterable[str] = ()) -> str:
     for secret in sorted({s for s in secrets if s}, key=len, reverse=True):
         text = text.replace(secret, mask(secret))
     if "://" in text:
-        text = " ".join(mask_uri(word) for word in text.split(" "))
+        text = " ".join(mask_uri(word) if "://" in word else word for word in text.split(" "))
     return _SECRET_LOOKING.sub(
         lambda found: mask(found.group()) if looks_secret(found.group()) else found.group(), text
     )

@@ -11,8 +11,10 @@ import subprocess
 import sys
 import venv
 from pathlib import Path
+from typing import Any
 
 import pytest
+from jsonschema import Draft7Validator
 
 from sentry_segment import cli
 from sentry_segment.config import EU_HOST, US_HOST
@@ -54,6 +56,27 @@ def test_check_prints_the_effective_configuration_with_keys_masked() -> None:
     }
     assert KEY not in done.stdout + done.stderr
     assert OTHER not in done.stdout + done.stderr
+    assert (printed["anonymous_id"], printed["event_types"], printed["profile_url"]) == (
+        [], ["error"], None,
+    )  # fmt: skip
+
+
+def test_check_shows_the_options_beyond_the_forwarder() -> None:
+    template = "https://app.segment.com/acme/unify/spaces/prod/explorer/{user_id}"
+    done = run(
+        "check",
+        SENTRY_SEGMENT_WRITE_KEY=KEY,
+        SENTRY_SEGMENT_ANONYMOUS_ID="cookie:ajs_anonymous_id,tag:anonymous_id",
+        SENTRY_SEGMENT_EVENT_TYPES="error,message",
+        SENTRY_SEGMENT_INCLUDE="stacktrace",
+        SENTRY_SEGMENT_PROFILE_URL=template,
+    )
+    assert done.returncode == 0, done.stderr
+    printed = json.loads(done.stdout.split("configuration OK")[0])
+    assert printed["anonymous_id"] == ["cookie:ajs_anonymous_id", "tag:anonymous_id"]
+    assert printed["event_types"] == ["error", "message"]
+    assert printed["include"] == ["stacktrace"]
+    assert printed["profile_url"] == template
 
 
 @pytest.mark.parametrize(
@@ -198,6 +221,31 @@ def test_schema_prints_the_json_schema_of_the_configured_properties() -> None:
     )
     assert shaped["title"] == "Backend Error"
     assert {"tags", "handled", "sentryUrl"} <= set(shaped["properties"]["properties"]["required"])
+
+
+def test_schema_takes_an_anonymous_id_only_with_the_option_and_lists_the_frames() -> None:
+    plain = Draft7Validator(json.loads(run("schema").stdout))
+    extended = json.loads(
+        run(
+            "schema",
+            SENTRY_SEGMENT_ANONYMOUS_ID="cookie:ajs_anonymous_id",
+            SENTRY_SEGMENT_INCLUDE="stacktrace",
+        ).stdout
+    )
+    assert "cookie:ajs_anonymous_id" in extended["description"]
+    frames = extended["properties"]["properties"]["properties"]["stacktrace"]
+    assert (frames["type"], frames["maxItems"]) == ("array", 10)
+    anonymous = {"userId": None, "anonymousId": "abc", "properties": {}}
+    signed_in = {"userId": "42", "anonymousId": None, "properties": {}}
+    nobody = {"userId": None, "anonymousId": None, "properties": {}}
+
+    def identity_errors(validator: Draft7Validator, message: dict[str, Any]) -> list[str]:
+        return [e.message for e in validator.iter_errors(message) if e.validator == "anyOf"]
+
+    assert identity_errors(plain, signed_in) == []
+    assert identity_errors(plain, anonymous) != []
+    assert identity_errors(Draft7Validator(extended), anonymous) == []
+    assert identity_errors(Draft7Validator(extended), nobody) != []
 
 
 def test_listen_prints_one_line_per_arriving_message() -> None:

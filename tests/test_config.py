@@ -25,6 +25,9 @@ from sentry_segment.config import (
 from sentry_segment.routing import project_route
 
 KEY = "wk_ConfigTestKey_9876543210"
+ANONYMOUS_ID = "SENTRY_SEGMENT_ANONYMOUS_ID"
+EVENT_TYPES = "SENTRY_SEGMENT_EVENT_TYPES"
+PROFILE_URL = "SENTRY_SEGMENT_PROFILE_URL"
 
 
 def test_defaults() -> None:
@@ -179,8 +182,8 @@ def test_include_takes_a_list_or_a_comma_separated_string_and_refuses_unknown_na
     )
     assert resolve(environ={}).include == ()
     with pytest.raises(ConfigurationError, match="SENTRY_SEGMENT_INCLUDE") as raised:
-        resolve(include="tags,stacktrace", environ={})
-    assert "tags, exception_message, handled, sentry_url" in str(raised.value)
+        resolve(include="tags,frames", environ={})
+    assert "tags, exception_message, handled, sentry_url, stacktrace" in str(raised.value)
     with pytest.raises(ConfigurationError, match="SENTRY_SEGMENT_INCLUDE"):
         resolve(include=7, environ={})
 
@@ -261,6 +264,15 @@ def test_before_forward_must_be_callable_and_has_no_environment_variable() -> No
         ({"timeout": float("nan")}, {}, "timeout", "SENTRY_SEGMENT_TIMEOUT"),
         ({"max_retries": -1}, {}, "max_retries", "SENTRY_SEGMENT_MAX_RETRIES"),
         ({}, {"SENTRY_SEGMENT_MAX_RETRIES": "many"}, "max_retries", "SENTRY_SEGMENT_MAX_RETRIES"),
+        ({"anonymous_id": "ajs_anonymous_id"}, {}, "anonymous_id", ANONYMOUS_ID),
+        ({"anonymous_id": "header:x"}, {}, "anonymous_id", ANONYMOUS_ID),
+        ({}, {ANONYMOUS_ID: "cookie:"}, "anonymous_id", ANONYMOUS_ID),
+        ({"event_types": "error,log"}, {}, "event_types", EVENT_TYPES),
+        ({}, {EVENT_TYPES: "message"}, "event_types", EVENT_TYPES),
+        ({"profile_url": "app.segment.com/{user_id}"}, {}, "profile_url", PROFILE_URL),
+        ({"profile_url": "https://app.segment.com/x"}, {}, "profile_url", PROFILE_URL),
+        ({"profile_url": "https://a.example/{email}"}, {}, "profile_url", PROFILE_URL),
+        ({}, {PROFILE_URL: "https://a.example/{user_id"}, "profile_url", PROFILE_URL),
     ],
 )
 def test_invalid_configuration_names_the_option_and_its_variable(
@@ -374,3 +386,31 @@ def test_a_storage_whose_client_library_is_missing_names_the_extra_to_install() 
         pytest.skip("pymemcache is installed here")
     with pytest.raises(ConfigurationError, match=r"sentry-segment\[memcached\]"):
         resolve(write_key=KEY, rate_limit_storage="memcached://127.0.0.1:11211", environ={})
+
+
+def test_the_options_beyond_the_forwarder_are_off_by_default_and_read_as_documented() -> None:
+    defaults = resolve(environ={})
+    assert (defaults.anonymous_id, defaults.event_types, defaults.profile_url) == (
+        (), ("error",), None,
+    )  # fmt: skip
+    template = "https://app.segment.com/acme/unify/spaces/prod/explorer/{user_id}"
+    environ = {
+        "SENTRY_SEGMENT_ANONYMOUS_ID": " cookie:ajs_anonymous_id, tag:anon ,user:anonymous_id",
+        "SENTRY_SEGMENT_EVENT_TYPES": "message,error",
+        "SENTRY_SEGMENT_PROFILE_URL": template,
+    }
+    options = resolve(environ=environ)
+    assert [str(source) for source in options.anonymous_id] == [
+        "cookie:ajs_anonymous_id", "tag:anon", "user:anonymous_id",
+    ]  # fmt: skip
+    assert options.shape.anonymous_id == options.anonymous_id
+    assert options.event_types == ("error", "message")
+    assert options.profile_url == template
+    described = options.describe()
+    assert described["anonymous_id"] == ["cookie:ajs_anonymous_id", "tag:anon", "user:anonymous_id"]
+    assert described["event_types"] == ["error", "message"]
+    assert described["profile_url"] == template
+    json.dumps(described)
+    as_kwargs = resolve(anonymous_id=["tag:anon"], event_types=["error"], environ=environ)
+    assert [str(source) for source in as_kwargs.anonymous_id] == ["tag:anon"]
+    assert as_kwargs.event_types == ("error",)

@@ -469,6 +469,32 @@ def test_the_event_sentry_receives_is_the_same_with_and_without_the_integration(
     assert "segment" in with_integration["sdk"]["integrations"]
 
 
+def test_with_profile_url_only_the_segment_context_of_sentrys_event_changes(
+    segment: SegmentCollector, sentry: SentryRecorder
+) -> None:
+    def capture(integrations: list[Any]) -> dict[str, Any]:
+        sentry.clear()
+        sentry_sdk.init(dsn=sentry.dsn(), integrations=integrations, release="same")
+        raise_and_capture(KeyError("same"), user={"id": 3, "ip_address": "192.0.2.1"})
+        sentry_sdk.flush(timeout=5)
+        [event] = sentry.wait_for_events(1)
+        sentry_sdk.get_client().close(timeout=2)
+        return event
+
+    template = "https://app.segment.com/acme/unify/spaces/prod/explorer/{user_id}"
+    integration = SegmentIntegration(write_key=WRITE_KEY, host=segment.host, profile_url=template)
+    with_profile = capture([integration])
+    without = capture([])
+    # Sentry's event after the integration with profile_url is gone: no link from now on.
+    with_plain = capture([SegmentIntegration(write_key=WRITE_KEY, host=segment.host)])
+    assert strip_volatile(with_profile) == strip_volatile(without) == strip_volatile(with_plain)
+    contexts = with_profile["contexts"]
+    assert contexts.pop("segment") == {"profile_url": template.format(user_id="3"), "user_id": "3"}
+    assert set(contexts) == set(without["contexts"]) == set(with_plain["contexts"])
+    for name in set(contexts) - {"trace"}:
+        assert contexts[name] == without["contexts"][name], name
+
+
 def test_repr_and_stats(init_sentry: InitSentry) -> None:
     integration = init_sentry()
     assert WRITE_KEY not in repr(integration)

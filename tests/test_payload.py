@@ -14,14 +14,20 @@ from hypothesis import strategies as st
 from sentry_segment.payload import (
     INCLUDABLE,
     MAX_MESSAGE_BYTES,
+    AnonymousSource,
     Shape,
     Track,
+    anonymous_id,
     build_track,
     error_fields,
+    identified,
     is_error,
+    is_error_or_message,
+    profile_context,
     track_from_fields,
     user_id,
 )
+from sentry_segment.scrub import FILTERED
 
 from .support import events, same
 
@@ -193,6 +199,9 @@ shapes = st.builds(
         lambda names: tuple(name for name in INCLUDABLE if name in names)
     ),
     issues_url=st.just("https://sentry.io/organizations/acme/issues/"),
+    anonymous_id=st.sampled_from(
+        [(), (AnonymousSource("tag", "a"),), (AnonymousSource("user", "id"),)]
+    ),
 )
 
 
@@ -260,3 +269,160 @@ def test_the_included_message_is_that_of_the_root_cause_and_the_link_finds_the_e
     )
     odd = build_track({**EVENT, "event_id": "a&b c"}, ALL, "1/2").properties["sentryUrl"]
     assert odd.endswith("?project=1%2F2&query=a%26b%20c")
+
+
+# Beyond the forwarder: anonymous IDs, message events, stack frames, profile links -----------
+
+ANONYMOUS = (
+    AnonymousSource("cookie", "ajs_anonymous_id"),
+    AnonymousSource("tag", "anonymous_id"),
+    AnonymousSource("user", "anonymous_id"),
+)
+SIGNED_OUT = {**EVENT, "user": {"ip_address": "192.0.2.10"}}
+
+
+@pytest.mark.parametrize(
+    ("cookies", "expected"),
+    [
+        ({"ajs_anonymous_id": "%22abc-1%22"}, "abc-1"),  # analytics.js: JSON-quoted, URL-encoded
+        ({"ajs_anonymous_id": '"abc-1"'}, "abc-1"),
+        ({"ajs_anonymous_id": "abc-1"}, "abc-1"),
+        ({"ajs_anonymous_id": "%22a%5C%22b%22"}, 'a"b'),
+        ({"ajs_anonymous_id": '"not json'}, '"not json'),
+        ([["other", "x"], ["ajs_anonymous_id", "abc-1"]], "abc-1"),  # as Relay stores them
+        ("other=x; ajs_anonymous_id=%22abc-1%22", "abc-1"),  # a Cookie header
+        ({"ajs_anonymous_id": "%22%22"}, None),
+        ({"ajs_anonymous_id": ""}, None),
+        ({"other": "x"}, None),
+        ("junk", None),
+    ],
+)
+def test_the_anonymous_id_cookie_is_read_as_analytics_js_writes_it(
+    cookies: Any, expected: Any
+) -> None:
+    event = {**SIGNED_OUT, "request": {"cookies": cookies}}
+    found = anonymous_id(event, ANONYMOUS[:1])
+    assert (found[1] if found else None) == expected
+    track = build_track(event, Shape(anonymous_id=ANONYMOUS[:1]))
+    assert (track.user_id, track.anonymous_id) == ("", expected or "")
+
+
+def test_sources_are_tried_in_order_and_the_user_id_is_kept_beside_the_anonymous_id() -> None:
+    event = {
+        **EVENT,
+        "tags": [["anonymous_id", "from-tag"]],
+        "user": {"id": 7, "anonymous_id": "from-user"},
+    }
+    assert anonymous_id(event, ANONYMOUS) == (ANONYMOUS[1], "from-tag")
+    assert anonymous_id(event, ANONYMOUS[2:]) == (ANONYMOUS[2], "from-user")
+    track = build_track(event, Shape(anonymous_id=ANONYMOUS))
+    assert (track.user_id, track.anonymous_id) == ("7", "from-tag")
+    message = track.as_message()
+    assert (message["userId"], message["anonymousId"]) == ("7", "from-tag")
+    # Without the option, the message is the forwarder's: no anonymous ID.
+    assert build_track(event).as_message()["anonymousId"] is None
+
+
+def test_anonymous_ids_are_validated_and_truncated_as_user_ids() -> None:
+    long_id = "a" * 1000
+    for raw, expected in ((0, "0"), (long_id, long_id[:256]), ({"x": 1}, None), (" ", None)):
+        event = {**SIGNED_OUT, "tags": {"anonymous_id": raw}}
+        found = anonymous_id(event, ANONYMOUS[1:2])
+        assert (found[1] if found else None) == expected
+    assert not identified({**SIGNED_OUT, "tags": {"anonymous_id": None}}, ANONYMOUS)
+    assert identified({**SIGNED_OUT, "tags": {"anonymous_id": "a"}}, ANONYMOUS)
+    assert not identified({**SIGNED_OUT, "tags": {"anonymous_id": "a"}}, ())
+
+
+def test_anonymous_ids_sentry_would_filter_are_dropped_whole() -> None:
+    shape = Shape(anonymous_id=(AnonymousSource("tag", "auth_anon"), *ANONYMOUS))
+    for event in (
+        {**SIGNED_OUT, "tags": {"auth_anon": "abc"}},  # a tag under a secret's name
+        {**SIGNED_OUT, "tags": {"anonymous_id": "4111111111111111"}},  # a card number
+        {**SIGNED_OUT, "request": {"cookies": {"ajs_anonymous_id": "password=abc"}}},
+    ):
+        assert build_track(event, shape).anonymous_id == ""
+    unscrubbed = Shape(anonymous_id=ANONYMOUS, scrubber=None)
+    card = {**SIGNED_OUT, "tags": {"anonymous_id": "4111111111111111"}}
+    assert build_track(card, unscrubbed).anonymous_id == "4111111111111111"
+
+
+def test_message_events_are_those_of_level_error_or_fatal_without_a_type() -> None:
+    message = {"message": "down", "level": "error"}
+    assert is_error_or_message(message)
+    assert is_error_or_message({**message, "level": "fatal"})
+    assert is_error_or_message({**message, "type": "default"})
+    assert is_error_or_message({"exception": {"values": [{}]}, "level": "info"})
+    for other in (
+        {**message, "level": "warning"},
+        {**message, "level": "info"},
+        {**message, "type": "transaction"},
+        {**message, "type": "check_in"},
+        {**message, "type": "feedback"},
+        {**message, "level": ["error"]},
+    ):
+        assert not is_error_or_message(other), other
+    properties = build_track({**EVENT, "exception": None, "message": "down"}).properties
+    assert properties["exceptionType"] == ""
+
+
+def frame(function: str, lineno: Any = 1, in_app: Any = None, **more: Any) -> dict[str, Any]:
+    return {"filename": f"shop/{function}.py", "function": function, "lineno": lineno,
+            "in_app": in_app, **more}  # fmt: skip
+
+
+def stacktrace(*frames: Any) -> Any:
+    values = [{"type": "E", "stacktrace": {"frames": list(frames)}}]
+    return build_track({**EVENT, "exception": {"values": values}}, STACKTRACE).properties[
+        "stacktrace"
+    ]
+
+
+STACKTRACE = Shape(include=("stacktrace",))
+
+
+def test_the_stacktrace_lists_the_in_app_frames_innermost_last() -> None:
+    assert stacktrace(
+        frame("wsgi", in_app=False), frame("views", 42, True), frame("lib", 3, False),
+        frame("charge", 7, True),
+    ) == ["shop/views.py in views at line 42", "shop/charge.py in charge at line 7"]  # fmt: skip
+    # None marked in-app: all of them.
+    assert stacktrace(frame("a", 1, False), frame("b", 2)) == [
+        "shop/a.py in a at line 1", "shop/b.py in b at line 2",
+    ]  # fmt: skip
+    many = [frame(f"f{number}", number, True) for number in range(25)]
+    listed = stacktrace(*many)
+    assert len(listed) == 10
+    assert listed[-1] == "shop/f24.py in f24 at line 24"
+    assert stacktrace({"module": "shop.views", "lineno": "x"}, "junk", {}) == [
+        "shop.views in ?", "? in ?",
+    ]  # fmt: skip
+    assert build_track(EVENT, Shape(include=("stacktrace",))).properties["stacktrace"] == []
+    assert "stacktrace" not in build_track(EVENT).properties
+
+
+def test_the_stacktrace_is_scrubbed_and_fits_the_message() -> None:
+    secret = frame("charge", 1, True, filename="cards/4111111111111111.py")
+    assert stacktrace(secret) == [f"cards/{FILTERED}.py in charge at line 1"]
+    huge = [frame("x" * 20_000 + str(number), number, True) for number in range(10)]
+    track = build_track(
+        {**EVENT, "exception": {"values": [{"type": "E", "stacktrace": {"frames": huge}}]}},
+        Shape(include=("stacktrace",)),
+    )
+    assert len(track.properties["stacktrace"]) == 10
+    assert len(json.dumps(track.as_message()).encode()) < MAX_MESSAGE_BYTES - 1024
+
+
+def test_the_profile_context_quotes_the_ids_into_the_template() -> None:
+    template = "https://app.segment.com/acme/explorer/{user_id}?anonymous={anonymous_id}"
+    event = {**EVENT, "user": {"id": "a b/c"}, "tags": {"anonymous_id": "x&y"}}
+    assert profile_context(event, template, ANONYMOUS) == {
+        "profile_url": "https://app.segment.com/acme/explorer/a%20b%2Fc?anonymous=x%26y",
+        "user_id": "a b/c",
+        "anonymous_id": "x&y",
+    }
+    only_user = "https://app.segment.com/acme/explorer/{user_id}"
+    assert (
+        profile_context({**SIGNED_OUT, "tags": {"anonymous_id": "x"}}, only_user, ANONYMOUS) is None
+    )
+    assert profile_context(SIGNED_OUT, template, ANONYMOUS) is None

@@ -8,6 +8,8 @@ from typing import Any
 
 import sentry_sdk
 
+from sentry_segment.config import resolve
+from sentry_segment.forwarder import Forwarder
 from sentry_segment.testing import SegmentCollector, SentryRecorder
 
 from .conftest import InitSentry, raise_and_capture
@@ -96,3 +98,52 @@ def test_a_sentry_answering_500_forwards_nothing_and_recovers_when_it_accepts(
     received, forwarded = outcome(sentry, segment)
     assert received == forwarded == {accepted}
     assert integration.stats()["skipped_dropped_by_sentry"] == 1
+
+
+def test_events_forwarded_for_an_anonymous_id_or_as_messages_get_receipts_too(
+    init_sentry: InitSentry, sentry: SentryRecorder, segment: SegmentCollector
+) -> None:
+    integration = init_sentry(anonymous_id="tag:anonymous_id", event_types="error,message")
+    sentry.answer = (200, {"X-Sentry-Rate-Limits": "60:error:organization:usage_exceeded"})
+    with sentry_sdk.new_scope() as scope:
+        scope.set_tag("anonymous_id", "anon-1")
+        try:
+            raise ValueError("declined")
+        except ValueError:
+            first = sentry_sdk.capture_exception()
+        sentry.wait_for_events(1)
+        dropped = [sentry_sdk.capture_exception(ValueError("again")) for _ in range(3)]
+    with sentry_sdk.new_scope() as scope:
+        scope.set_user({"id": "42"})
+        dropped += [sentry_sdk.capture_message("down", level="error") for _ in range(2)]
+    assert all(dropped)
+    received, forwarded = outcome(sentry, segment)
+    assert received == forwarded == {first}
+    stats = integration.stats()
+    # Reported by the transport, not timed out after a minute: the flush above returned.
+    assert stats["skipped_dropped_by_sentry"] == 5
+    assert stats["delivered"] == 1
+
+
+def test_what_sentry_drops_is_counted_for_the_events_the_options_forward() -> None:
+    error = {"event_id": "e1", "exception": {"values": [{"type": "E"}]}, "user": {"id": 1}}
+    anonymous = {**error, "event_id": "e2", "user": {}, "tags": {"anonymous_id": "a"}}
+    message = {"event_id": "e3", "level": "error", "message": "down", "user": {"id": 1}}
+    default = Forwarder(resolve(write_key="k", environ={}))
+    extended = Forwarder(
+        resolve(write_key="k", anonymous_id="tag:anonymous_id", event_types="error,message")
+    )
+    for event, by_default, with_options in (
+        (error, True, True),
+        (anonymous, False, True),
+        (message, False, True),
+        ({**message, "level": "warning"}, False, False),
+        ({**message, "type": "transaction"}, False, False),
+    ):
+        assert default.forwardable(event) is by_default
+        assert extended.forwardable(event) is with_options
+    for event in (error, anonymous, message):
+        default.dropped_by_sentry(event)
+        extended.dropped_by_sentry(event)
+    assert default.stats.snapshot()["skipped_dropped_by_sentry"] == 1
+    assert extended.stats.snapshot()["skipped_dropped_by_sentry"] == 3

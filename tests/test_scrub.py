@@ -12,7 +12,7 @@ import pytest
 import sentry_relay
 import sentry_sdk
 from flask import Flask
-from hypothesis import given
+from hypothesis import assume, given
 from hypothesis import strategies as st
 
 from sentry_segment import payload
@@ -282,3 +282,33 @@ def test_an_event_without_a_request_has_no_page_and_no_ip() -> None:
     track = payload.build_track(error_event({}, {"id": "1"}))
     assert track.properties["page"] == {"url": "", "method": "", "search": "", "referer": ""}
     assert "ip" not in track.context
+
+
+# A source names its cookie or key as the option's list can: stripped, without commas.
+_SOURCE_NAME = _KEY.map(lambda text: text.replace(",", "").strip()).filter(bool)
+
+
+@given(name=_SOURCE_NAME, value=_VALUE, key=_SOURCE_NAME, data=_VALUE)
+def test_any_anonymous_id_goes_only_where_sentry_keeps_it_as_sent(
+    name: str, value: str, key: str, data: str
+) -> None:
+    # A cookie and a key of the user's data, each the only source: forwarded only when
+    # Sentry's server keeps it as the event has it (after its own normalization).
+    assume(key not in ("id", "email", "username", "ip_address", "name", "geo", "segment"))
+    event = error_event({"url": "https://shop.example/", "cookies": {name: value}}, {key: data})
+    stored = relay_stores(event)
+    kept_cookie = dict(stored["request"].get("cookies") or []).get(name)
+    kept_data = ((stored.get("user") or {}).get("data") or {}).get(key)
+    for source, given_value, kept in (
+        (f"cookie:{name}", value, kept_cookie),
+        (f"user:{key}", data, kept_data),
+    ):
+        shape = resolve(write_key="k", anonymous_id=source).shape
+        track = payload.build_track(event, shape)
+        found = payload.anonymous_id(event, shape.anonymous_id)
+        if kept != given_value:
+            assert track.anonymous_id == "", (source, given_value, kept)
+        elif given_value.strip() and "%" not in given_value and '"' not in given_value:
+            # Nothing analytics.js would have encoded: the very value Sentry keeps.
+            assert found is not None
+            assert track.anonymous_id == found[1] == given_value, (source, given_value)
