@@ -14,9 +14,9 @@ from .support import free_port, script_environment
 FLOOD_SCRIPT = textwrap.dedent(
     """
     import json, os, sys, threading, time
-    import sentry_sdk, sentry_sdk.transport
+    import sentry_sdk
     from sentry_segment import SegmentIntegration
-    from tests.apps.errors import capture_error as capture
+    from tests.apps.errors import DroppingTransport, capture_error as capture
 
     def rss_mb():
         with open("/proc/self/status") as status:
@@ -30,14 +30,9 @@ FLOOD_SCRIPT = textwrap.dedent(
         rate_limit="1000000/second", max_queue_size=2000, before_forward=keep
     )
 
-    class Dropping(sentry_sdk.transport.Transport):
-        # A transport of the application's own, which cannot be watched: every error it is
-        # handed is forwarded, so the flood reaches the integration's queues whole (Sentry's
-        # own transport would drop most of it at its queue of 100, before the integration).
-        def capture_envelope(self, envelope):
-            return None
-
-    sentry_sdk.init(dsn=os.environ["TEST_DSN"], transport=Dropping, integrations=[integration])
+    sentry_sdk.init(
+        dsn=os.environ["TEST_DSN"], transport=DroppingTransport, integrations=[integration]
+    )
 
     for number in range(3000):
         capture(number)

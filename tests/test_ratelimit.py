@@ -127,9 +127,12 @@ FLEET_SCRIPT = textwrap.dedent(
     """
     import json, os, sys, time, sentry_sdk
     from sentry_segment import SegmentIntegration
+    from tests.apps.errors import DroppingTransport
 
     integration = SegmentIntegration(rate_limit="50/second")
-    sentry_sdk.init(dsn=os.environ["TEST_DSN"], integrations=[integration])
+    sentry_sdk.init(
+        dsn=os.environ["TEST_DSN"], transport=DroppingTransport, integrations=[integration]
+    )
     print("ready", flush=True)
     start_at = float(sys.stdin.readline())
     time.sleep(max(0.0, start_at - time.time()))
@@ -524,6 +527,7 @@ FAULT_SCRIPT = textwrap.dedent(
     """
     import json, os, sys, time, sentry_sdk
     from sentry_segment import SegmentIntegration
+    from tests.apps.errors import DroppingTransport
 
     waits = []
 
@@ -534,7 +538,9 @@ FAULT_SCRIPT = textwrap.dedent(
         return message
 
     integration = SegmentIntegration(rate_limit="20/second", before_forward=stamp)
-    sentry_sdk.init(dsn=os.environ["TEST_DSN"], integrations=[integration])
+    sentry_sdk.init(
+        dsn=os.environ["TEST_DSN"], transport=DroppingTransport, integrations=[integration]
+    )
     print("ready", flush=True)
     start_at, flush_at, end_at = map(float, sys.stdin.readline().split())
     time.sleep(max(0.0, start_at - time.time()))
