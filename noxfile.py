@@ -66,7 +66,7 @@ def run_tests(session: nox.Session) -> None:
 @nox.session(python=PYTHONS)
 def tests(session: nox.Session) -> None:
     """The suite with the newest releases the pins admit (sentry-sdk: the newest 2.x)."""
-    session.install("-e", ".[tests]")
+    session.install("-e", ".", "--group", "tests")
     found = versions(session)
     if Version(found["sentry-sdk"]).is_prerelease:
         session.error(f"a pre-release sentry-sdk {found['sentry-sdk']} was resolved")
@@ -78,7 +78,7 @@ def lowest(session: nox.Session) -> None:
     """The suite with every direct dependency of the library at its declared floor."""
     session.install("--resolution", "lowest-direct", "-e", ".")
     # The test tools after it, at their newest: what is installed already satisfies the library.
-    session.install("-e", ".[tests]")
+    session.install("-e", ".", "--group", "tests")
     found = versions(session)
     wrong = {r.name: found[r.name] for r in DEPENDENCIES if Version(found[r.name]) != floor(r)}
     if wrong:
@@ -89,7 +89,7 @@ def lowest(session: nox.Session) -> None:
 @nox.session(python="3.11")
 def sentry3(session: nox.Session) -> None:
     """The suite on sentry-sdk's 3.0 beta, installed over the pin's preference for releases."""
-    session.install("-e", ".[tests]", SENTRY_SDK_3)
+    session.install("-e", ".", "--group", "tests", SENTRY_SDK_3)
     found = versions(session)
     if found["sentry-sdk"] != SENTRY_SDK_3.split("==")[1]:
         session.error(f"wanted {SENTRY_SDK_3}, resolved {found['sentry-sdk']}")
