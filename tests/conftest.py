@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import base64
+import logging
 import os
 import subprocess
+import sys
+import traceback
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Callable, Optional
 
 import pytest
 import sentry_sdk
+import sentry_sdk.utils
 from hypothesis import settings
 from jsonschema import Draft7Validator
 from sentry_sdk.scope import Scope
@@ -50,6 +54,72 @@ def _tests_write_only_to_temporary_directories() -> Iterator[None]:
     after = _working_tree_changes()
     if before is not None and after is not None:
         assert sorted(after - before) == [], "files the tests left in the working tree"
+
+
+class _SwallowedErrors(logging.Handler):
+    """Every exception sentry_sdk's capture_internal_exception(s) swallowed, on any thread.
+
+    capture_internal_exception is replaced where it is called from: the sentry_sdk.utils global
+    (which capture_internal_exceptions() calls) and every module that imported it by name, ours
+    included. What it logs ("Internal error in sentry_sdk") is recorded too, for a module that
+    imported the name after the test started.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(logging.ERROR)
+        self.errors: list[BaseException] = []
+
+    def record(self, error: Optional[BaseException]) -> None:
+        if error is not None and all(error is not seen for seen in self.errors):
+            self.errors.append(error)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.exc_info and record.getMessage() == "Internal error in sentry_sdk":
+            self.record(record.exc_info[1])
+
+
+@pytest.fixture(autouse=True)
+def _no_swallowed_internal_errors(
+    request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[None]:
+    """Fails the test in which sentry_sdk swallowed an exception (a bug there passes every
+    other check), unless it is marked internal_errors_expected (raises=the types it causes,
+    as xfail takes them; any type without it). Autouse fixtures are set up
+    first, so this one is torn down last: after init_sentry closed the client and its threads."""
+    swallowed = _SwallowedErrors()
+    original = sentry_sdk.utils.capture_internal_exception
+
+    def capture_internal_exception(exc_info: Any) -> None:
+        swallowed.record(exc_info[1])
+        original(exc_info)
+
+    for name, module in list(sys.modules.items()):
+        if (
+            name.startswith(("sentry_sdk", "sentry_segment"))
+            and getattr(module, "capture_internal_exception", None) is original
+        ):
+            monkeypatch.setattr(module, "capture_internal_exception", capture_internal_exception)
+    sdk_logger = sentry_sdk.utils.logger
+    sdk_logger.addHandler(swallowed)
+    try:
+        yield
+    finally:
+        sdk_logger.removeHandler(swallowed)
+    expected = request.node.get_closest_marker("internal_errors_expected")
+    if expected is not None:
+        # raises=Type or a tuple of types, as with xfail; without it, any type.
+        types = expected.kwargs.get("raises", BaseException)
+        swallowed.errors = [error for error in swallowed.errors if not isinstance(error, types)]
+    if swallowed.errors:
+        tracebacks = "\n".join(
+            "".join(traceback.format_exception(type(error), error, error.__traceback__))
+            for error in swallowed.errors
+        )
+        pytest.fail(
+            f"sentry_sdk swallowed {len(swallowed.errors)} exception(s); mark the test "
+            f"internal_errors_expected(raises=Type) if it means to cause them:\n{tracebacks}",
+            pytrace=False,
+        )
 
 
 @pytest.fixture(scope="session")
