@@ -59,8 +59,23 @@ def versions(session: nox.Session) -> dict[str, str]:
     return found
 
 
+# Each session runs what can differ across versions: the whole suite but the `load` tests (the
+# flood), which `make test` runs once, on the newest releases; what they check of the
+# dependencies (a full queue drops and counts) runs here in smaller tests (test_delivery.py).
+# As in `make test`, the `timing` tests run after the rest, alone (tests/conftest.py lists both).
+SELECTED = "not load"
+WORKERS = os.environ.get("TEST_WORKERS", "4")
+
+
 def run_tests(session: nox.Session) -> None:
-    session.run("python", "-m", "pytest", "-p", "no:cacheprovider", *session.posargs)
+    pytest = ["python", "-m", "pytest", "-p", "no:cacheprovider"]
+    if WORKERS == "0":
+        session.run(*pytest, "-m", SELECTED, *session.posargs)
+        return
+    xdist = ["-n", WORKERS, "--dist", "worksteal"]
+    either = {"success_codes": [0, 5]}  # as in `make test`: one of the runs may select nothing
+    session.run(*pytest, *xdist, "-m", f"{SELECTED} and not timing", *session.posargs, **either)
+    session.run(*pytest, "-m", f"{SELECTED} and timing", *session.posargs, **either)
 
 
 @nox.session(python=PYTHONS)

@@ -36,6 +36,36 @@ settings.register_profile(
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
 
 
+# How the suite is run (Makefile `test`, noxfile.py): everything but `timing` on several
+# pytest-xdist workers, since most of it waits on loopback servers and subprocesses; then the
+# `timing` tests alone, whose real-time windows and deadlines must not share the 2 cores with
+# other tests. `load` tests run only in `make test` (newest releases), not in every matrix
+# session: what they check of the dependencies (a full queue drops and counts) runs there in
+# smaller tests (test_delivery.py); what they add is scale, which is this package's own.
+TIMING = (
+    "tests/test_ratelimit.py",
+    "tests/test_exit.py",
+    "tests/test_forking.py::test_a_fork_from_c_without_at_fork_hooks_delivers_the_childs_",
+    "tests/test_integration.py::test_rate_limit_is_a_moving_window_per_organization",
+    "tests/test_integration.py::test_what_queues_while_a_post_is_in_flight_goes_in_one_batch",
+    "tests/test_integration.py::test_the_integrations_threads_end_when_idle_and_at_flush",
+    "tests/test_integration.py::test_under_load_what_queues_within_the_post_interval_goes_in_",
+    "tests/test_outages.py::test_the_application_never_waits_for_segment",
+    "tests/test_outages.py::test_a_request_that_hangs_is_retried_after_the_timeout",
+)
+LOAD = ("tests/test_flood.py",)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if item.nodeid.startswith(TIMING):
+            item.add_marker(pytest.mark.timing)
+        if item.nodeid.startswith(LOAD):
+            item.add_marker(pytest.mark.load)
+    # The load tests first, so that pytest-xdist starts them at once, on workers of their own.
+    items.sort(key=lambda item: item.get_closest_marker("load") is None)
+
+
 def _working_tree_changes() -> Optional[set[str]]:
     try:
         listed = subprocess.run(
@@ -211,7 +241,9 @@ def init_sentry(segment: SegmentCollector, sentry: SentryRecorder) -> Iterator[I
         return integration
 
     yield init
-    sentry_sdk.get_client().close(timeout=2)
+    # Returns once sent; a short timeout on a loaded machine let a test's last events reach the
+    # (per-process) recorder during the next test.
+    sentry_sdk.get_client().close(timeout=10)
     # sentry_sdk.get_isolation_scope() and friends are there from 2.12; Scope's from 2.0.
     Scope.get_isolation_scope().clear()
     Scope.get_current_scope().clear()
