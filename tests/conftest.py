@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import logging
 import os
 import subprocess
@@ -153,31 +154,27 @@ def _no_swallowed_internal_errors(
 
 
 @pytest.fixture(scope="session")
-def _segment_server() -> Iterator[SegmentCollector]:
-    with SegmentCollector() as collector:
-        yield collector
+def _endpoints() -> Iterator[contextlib.ExitStack]:
+    with contextlib.ExitStack() as endpoints:
+        yield endpoints
 
 
-@pytest.fixture(scope="session")
-def _sentry_server() -> Iterator[SentryRecorder]:
-    with SentryRecorder() as recorder:
-        yield recorder
+# Each test gets endpoints of its own, which listen until the session ends: what an earlier
+# test's clients post late (a client that sentry_sdk.init replaced is never closed, and a
+# loaded machine delays everything) lands there, never in a later test's, whatever order
+# pytest-xdist runs them in. A pair costs 5 ms.
+@pytest.fixture
+def segment(_endpoints: contextlib.ExitStack) -> SegmentCollector:
+    """A loopback Segment API of this test's own."""
+    collector: SegmentCollector = _endpoints.enter_context(SegmentCollector())
+    return collector
 
 
 @pytest.fixture
-def segment(_segment_server: SegmentCollector) -> Iterator[SegmentCollector]:
-    """The loopback Segment API, empty at the start of each test."""
-    _segment_server.clear()
-    yield _segment_server
-    _segment_server.clear()
-
-
-@pytest.fixture
-def sentry(_sentry_server: SentryRecorder) -> Iterator[SentryRecorder]:
-    """The loopback Sentry endpoint, empty at the start of each test."""
-    _sentry_server.clear()
-    yield _sentry_server
-    _sentry_server.clear()
+def sentry(_endpoints: contextlib.ExitStack) -> SentryRecorder:
+    """A loopback Sentry endpoint of this test's own."""
+    recorder: SentryRecorder = _endpoints.enter_context(SentryRecorder())
+    return recorder
 
 
 @pytest.fixture(autouse=True)
