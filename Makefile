@@ -6,19 +6,35 @@ STAMP  := $(VENV)/.installed-dev
 
 SOURCES := $(wildcard sentry_segment tests examples benchmarks parity noxfile.py)
 
-.PHONY: demo test lint format fuzz bench parity matrix matrix-ci clean
+.PHONY: demo test lint format fuzz bench parity matrix matrix-ci dist clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	# The package, and the dependency group `dev` of pyproject.toml (the suite's own
+	# dependencies and the tools; pip reads dependency groups from 25.1).
+	$(BIN)/python -m pip install --quiet -e . --group dev
 	touch $(STAMP)
 
 demo: $(STAMP)
 	$(BIN)/python -m sentry_segment.demo
 
+# The suite in two runs (tests/conftest.py marks which test goes where): all but the `timing`
+# tests on TEST_WORKERS pytest-xdist processes, as most of the suite waits on loopback servers
+# and subprocesses (worksteal: the worker that starts with the flood gives its other tests
+# away); then the `timing` tests in one process, with nothing beside them. Either run may
+# select nothing for given PYTEST_ARGS (pytest's exit 5), not both. TEST_WORKERS=0: one run.
+TEST_WORKERS ?= 4
 test: $(STAMP)
+ifeq ($(TEST_WORKERS),0)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+else
+	set +e; \
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist worksteal -m "not timing" $(PYTEST_ARGS); first=$$?; \
+	$(BIN)/python -m pytest -m timing $(PYTEST_ARGS); second=$$?; \
+	for status in $$first $$second; do [ $$status = 0 ] || [ $$status = 5 ] || exit $$status; done; \
+	[ "$$first$$second" != 55 ] || { echo "no test selected"; exit 5; }
+endif
 
 # Property tests of everything that takes untrusted input, with many examples.
 FUZZ_EXAMPLES ?= 20000
@@ -57,6 +73,27 @@ matrix: $(STAMP)
 CI_SESSIONS := lowest tests-3.13 sentry3
 matrix-ci: $(STAMP)
 	PATH="$(MATRIX_PATH)" $(BIN)/nox --error-on-missing-interpreters -s $(CI_SESSIONS) $(NOX_ARGS)
+
+# The sdist, and the wheel built from it, into a temporary folder; twine checks their metadata
+# as an index would (--strict: warnings fail too), and the long description must carry the
+# four Project-URLs and no relative link (hatch-fancy-pypi-readme makes them absolute).
+dist: $(STAMP)
+	set -e; out=$$(mktemp -d); trap 'rm -rf "$$out"' EXIT; \
+	$(BIN)/python -m build --outdir "$$out" . >/dev/null; \
+	$(BIN)/twine check --strict "$$out"/*; \
+	$(BIN)/python -c "$$CHECK_METADATA" "$$out"/*.whl
+
+define CHECK_METADATA
+import re, sys, zipfile
+wheel = zipfile.ZipFile(sys.argv[1])
+metadata = wheel.read(next(n for n in wheel.namelist() if n.endswith(".dist-info/METADATA"))).decode()
+urls = set(re.findall(r"^Project-URL: ([^,]+),", metadata, re.M))
+missing = {"Homepage", "Documentation", "Changelog", "Issues"} - urls
+relative = re.findall(r"\]\((?!https?://|mailto:|#)[^)]*\)", metadata)
+assert not missing and not relative, f"Project-URLs missing: {missing}; relative links: {relative}"
+print(f"{sys.argv[1]}: Project-URLs {sorted(urls)}, no relative link")
+endef
+export CHECK_METADATA
 
 lint: $(STAMP)
 	$(BIN)/ruff check $(SOURCES)

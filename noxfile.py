@@ -59,14 +59,29 @@ def versions(session: nox.Session) -> dict[str, str]:
     return found
 
 
+# Each session runs what can differ across versions: the whole suite but the `load` tests (the
+# flood), which `make test` runs once, on the newest releases; what they check of the
+# dependencies (a full queue drops and counts) runs here in smaller tests (test_delivery.py).
+# As in `make test`, the `timing` tests run after the rest, alone (tests/conftest.py lists both).
+SELECTED = "not load"
+WORKERS = os.environ.get("TEST_WORKERS", "4")
+
+
 def run_tests(session: nox.Session) -> None:
-    session.run("python", "-m", "pytest", "-p", "no:cacheprovider", *session.posargs)
+    pytest = ["python", "-m", "pytest", "-p", "no:cacheprovider"]
+    if WORKERS == "0":
+        session.run(*pytest, "-m", SELECTED, *session.posargs)
+        return
+    xdist = ["-n", WORKERS, "--dist", "worksteal"]
+    either = {"success_codes": [0, 5]}  # as in `make test`: one of the runs may select nothing
+    session.run(*pytest, *xdist, "-m", f"{SELECTED} and not timing", *session.posargs, **either)
+    session.run(*pytest, "-m", f"{SELECTED} and timing", *session.posargs, **either)
 
 
 @nox.session(python=PYTHONS)
 def tests(session: nox.Session) -> None:
     """The suite with the newest releases the pins admit (sentry-sdk: the newest 2.x)."""
-    session.install("-e", ".[tests]")
+    session.install("-e", ".", "--group", "tests")
     found = versions(session)
     if Version(found["sentry-sdk"]).is_prerelease:
         session.error(f"a pre-release sentry-sdk {found['sentry-sdk']} was resolved")
@@ -78,7 +93,7 @@ def lowest(session: nox.Session) -> None:
     """The suite with every direct dependency of the library at its declared floor."""
     session.install("--resolution", "lowest-direct", "-e", ".")
     # The test tools after it, at their newest: what is installed already satisfies the library.
-    session.install("-e", ".[tests]")
+    session.install("-e", ".", "--group", "tests")
     found = versions(session)
     wrong = {r.name: found[r.name] for r in DEPENDENCIES if Version(found[r.name]) != floor(r)}
     if wrong:
@@ -89,7 +104,7 @@ def lowest(session: nox.Session) -> None:
 @nox.session(python="3.11")
 def sentry3(session: nox.Session) -> None:
     """The suite on sentry-sdk's 3.0 beta, installed over the pin's preference for releases."""
-    session.install("-e", ".[tests]", SENTRY_SDK_3)
+    session.install("-e", ".", "--group", "tests", SENTRY_SDK_3)
     found = versions(session)
     if found["sentry-sdk"] != SENTRY_SDK_3.split("==")[1]:
         session.error(f"wanted {SENTRY_SDK_3}, resolved {found['sentry-sdk']}")

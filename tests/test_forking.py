@@ -243,7 +243,7 @@ def pids_by_kind(sentry: SentryRecorder) -> dict[str, set[str]]:
 
 def uwsgi_binary() -> str:
     found = shutil.which("uwsgi", path=os.path.dirname(sys.executable)) or shutil.which("uwsgi")
-    assert found, "uwsgi is not installed (it is in the dev extra: pip install -e '.[dev]')"
+    assert found, "uwsgi is not installed (pip install --group tests)"
     return found
 
 

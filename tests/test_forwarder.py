@@ -106,6 +106,7 @@ def test_segment_posts_do_not_join_the_trace_of_the_capture_that_started_the_wor
     assert "checkout" not in headers.get("baggage", "")
 
 
+@pytest.mark.internal_errors_expected(raises=RuntimeError)
 def test_an_event_that_fails_to_build_does_not_stop_the_rest_of_its_batch(
     segment: SegmentCollector, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -409,6 +409,7 @@ def test_skipped_events_use_no_rate_limit_budget(
     assert integration.stats()["rate_limited"] == 0
 
 
+@pytest.mark.internal_errors_expected(raises=RuntimeError)
 def test_a_failure_inside_the_integration_never_touches_the_sentry_event(
     init_sentry: InitSentry,
     segment: SegmentCollector,
