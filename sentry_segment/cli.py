@@ -29,7 +29,8 @@ from .config import (
     resolve,
     unknown_variables,
 )
-from .delivery import SEGMENT_LOGGER, describe_failure, redact, segment_message
+from .delivery import SEGMENT_LOGGER, redact, segment_message
+from .failures import describe_failure
 from .ratelimit import storage_problem
 from .routing import Route, project_route
 

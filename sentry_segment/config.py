@@ -18,6 +18,7 @@ from limits import RateLimitItem, parse_many
 
 from .payload import (
     ANONYMOUS_ID_KINDS,
+    DEFAULT_EVENT_NAME,
     EVENT_TYPES,
     INCLUDABLE,
     IP_POLICIES,
@@ -33,7 +34,6 @@ US_HOST = "https://api.segment.io"
 EU_HOST = "https://events.eu1.segmentapis.com"
 REGION_HOSTS = {"us": US_HOST, "eu": EU_HOST}
 DEFAULT_RATE_LIMIT = "200/second"
-DEFAULT_EVENT_NAME = "Error Captured"
 DEFAULT_SENTRY_WEB_URL = "https://sentry.io"
 MEMORY_STORAGE = "memory://"
 ENV_PREFIX = "SENTRY_SEGMENT_"

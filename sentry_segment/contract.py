@@ -17,7 +17,6 @@ RELIED_ON = (
     ("sentry_sdk.transport", "HttpTransport.on_dropped_event", "callable"),
     ("segment.analytics.consumer", "Consumer.run", "callable"),
     ("segment.analytics.consumer", "BATCH_SIZE_LIMIT", "int"),
-    ("segment.analytics.consumer", "MAX_MSG_SIZE", "int"),
     ("segment.analytics.consumer", "DEFAULT_MAX_RATE_LIMIT_DURATION", "int"),
     ("segment.analytics.request", "post", "callable"),
     ("segment.analytics.request", "parse_retry_after", "callable"),

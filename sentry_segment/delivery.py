@@ -5,43 +5,41 @@ from __future__ import annotations
 
 import atexit
 import contextlib
-import http.client
 import json
 import logging
 import math
 import os
 import queue
 import random
-import socket
-import ssl
 import threading
 import time
 from collections.abc import Iterator, Sequence
-from typing import Any, Callable, Optional
+from typing import Any, Optional
 
-from requests import exceptions as requests_errors
 from requests import sessions
 from segment.analytics import consumer as segment_consumer
 from segment.analytics import request as segment_request
 from segment.analytics.request import APIError, DatetimeSerializer, parse_retry_after
 from segment.analytics.version import VERSION as SEGMENT_VERSION
 
+from . import threads
 from .config import Options
-from .payload import Track
+from .failures import describe_failure, is_permanent
+from .payload import MAX_MESSAGE_BYTES, Track
 from .quiet import QuietClient, quiet_scopes
 from .secrets import RedactWriteKeys, mask, mask_uri
 from .stats import Stats
 
 SEGMENT_LOGGER = "segment"
 LIBRARY = {"name": "analytics-python", "version": SEGMENT_VERSION}
-# Segment's API takes up to 500 KB and 2,500 messages per batch; its client keeps under 475 KB.
+# Messages per post. Segment's API takes up to 2,500 and 500 KB per batch, and its client keeps
+# a batch under 475 KB (MAX_BATCH_BYTES): an error message is 1 to 2 KB, so about 300 of them
+# fill the bytes first, and 500 is never the bound that binds for real messages.
 UPLOAD_SIZE = 500
-# Read with defaults (Segment's 2.4 values): a release that renames them must not stop the
+# Read with a default (Segment's 2.4 value): a release that renames it must not stop the
 # application from importing; contract.py then leaves the integration inert.
 MAX_BATCH_BYTES: int = getattr(segment_consumer, "BATCH_SIZE_LIMIT", 475_000)
-MAX_MESSAGE_BYTES: int = getattr(segment_consumer, "MAX_MSG_SIZE", 32 << 10)
-# A consumer with nothing to post for this long ends; the next message starts another.
-IDLE_SECONDS = 2.0
+
 # Posts start at least this far apart. A message that finds the last post older is posted at
 # once; one that finds it younger waits for the interval to end, and what queues meanwhile goes
 # with it, up to a full batch: under load, one post per interval, so the per-post cost does not
@@ -125,7 +123,7 @@ class Consumer(segment_consumer.Consumer):  # type: ignore[misc]
             self.finished = True
 
     def next(self) -> list[dict[str, Any]]:
-        """Everything queued now, or the first message to arrive within IDLE_SECONDS."""
+        """Everything queued now, or the first message to arrive within threads.IDLE_SECONDS."""
         items: list[dict[str, Any]] = []
         total = 0
         if self._held is not None:
@@ -134,7 +132,7 @@ class Consumer(segment_consumer.Consumer):  # type: ignore[misc]
             total = size
         while len(items) < self.upload_size:
             try:
-                message = self.queue.get(block=not items, timeout=IDLE_SECONDS)
+                message = self.queue.get(block=not items, timeout=threads.IDLE_SECONDS)
             except queue.Empty:
                 if not items and self._sink.retire(self):
                     self.running = False
@@ -148,7 +146,7 @@ class Consumer(segment_consumer.Consumer):  # type: ignore[misc]
                 continue
             if not items:
                 self._gather()
-            size = _encoded_size(message)
+            size = _json_size(message)
             if size > MAX_MESSAGE_BYTES:
                 # Segment's consumer drops these without marking them done: flush would hang.
                 self._sink.failed(ValueError("message over 32 KB"), [message])
@@ -277,7 +275,7 @@ def _retry_after(error: Exception) -> Optional[float]:
 _END_WHEN_IDLE: Any = object()
 
 
-def _encoded_size(message: dict[str, Any]) -> int:
+def _json_size(message: dict[str, Any]) -> int:
     return len(json.dumps(message, cls=DatetimeSerializer).encode())
 
 
@@ -410,7 +408,7 @@ class Sink:
             self.queue.put_nowait(_END_WHEN_IDLE)
         except queue.Full:
             return
-        join_unless(consumer, lambda: consumer.declined_to_end, deadline)
+        threads.join_unless(consumer, lambda: consumer.declined_to_end, deadline)
 
     def wait_until_sent(self, deadline: float) -> bool:
         """Wait until every queued message was posted or given up on, at most until deadline.
@@ -419,7 +417,7 @@ class Sink:
         flush): what is queued stays queued for the next attempt, and the wait returns False
         at once (when it stalls, if it started before)."""
         started = time.monotonic()
-        if drain(self.queue, deadline, lambda: self.stalled):
+        if threads.drain(self.queue, deadline, lambda: self.stalled):
             return True
         consumer = self._consumer
         posting_since = consumer.posting_since if consumer is not None else None
@@ -549,142 +547,6 @@ class Sink:
         if not waiting:
             del self._owners[message_id]
         return owner
-
-
-def is_permanent(error: BaseException) -> bool:
-    """Whether no retry can change the answer: a 3xx or 4xx other than 408 and 429, or a TLS
-    certificate (or handshake) that fails. The batch fails, and posts pause."""
-    status = getattr(error, "status", None)
-    if isinstance(status, int):
-        return 300 <= status < 500 and status not in (408, 429)
-    causes = _causes(error)
-    if any(isinstance(cause, (requests_errors.Timeout, TimeoutError)) for cause in causes):
-        return False
-    return any(isinstance(cause, (requests_errors.SSLError, ssl.SSLError)) for cause in causes)
-
-
-# What to check when Segment answers with a status, by status.
-_CHECK_WRITE_KEY = (
-    "check the write key (SENTRY_SEGMENT_WRITE_KEY) and that the host or region "
-    "(SENTRY_SEGMENT_REGION) is the source's workspace's"
-)
-_HINTS = {
-    400: "Segment refused the batch as invalid",
-    401: _CHECK_WRITE_KEY,
-    403: _CHECK_WRITE_KEY,
-    404: "check the host (SENTRY_SEGMENT_HOST): it is scheme and host only",
-    408: "Segment timed out reading the request",
-    413: "Segment refused the batch as too large",
-    429: "Segment is rate-limiting this source",
-}
-_CHECK_HOST = "check the host (SENTRY_SEGMENT_HOST, SENTRY_SEGMENT_REGION)"
-
-
-def describe_failure(error: BaseException, host: str, timeout: Optional[float] = None) -> str:
-    """What went wrong posting to host: the HTTP status, or which step of the connection
-    failed (name resolution, refused, timeout, certificate), and what to check."""
-    host = mask_uri(host)
-    status = getattr(error, "status", None)
-    if isinstance(status, int):
-        hint = _HINTS.get(status) or (
-            "Segment is failing" if status >= 500 else "Segment refused it"
-        )
-        return f"{host} answered HTTP {status}: {hint}"
-    causes = _causes(error)
-    within = f" within {timeout:g} s" if timeout else ""
-    name = _host_name(host)
-    # The first that matches, from the outermost step: a timeout wraps the socket's error.
-    steps: list[tuple[Callable[[BaseException], bool], str]] = [
-        (
-            lambda cause: isinstance(cause, (requests_errors.Timeout, TimeoutError)),
-            f"no answer{within} (timeout); check the network and any firewall or proxy "
-            "(SENTRY_SEGMENT_TIMEOUT sets the wait)",
-        ),
-        (
-            lambda cause: "CERTIFICATE_VERIFY_FAILED" in str(cause),
-            f"certificate verification failed for {name} (its TLS certificate is not "
-            f"trusted); {_CHECK_HOST}, or a proxy that intercepts TLS (REQUESTS_CA_BUNDLE "
-            "names the CA to trust)",
-        ),
-        (
-            lambda cause: isinstance(cause, (requests_errors.SSLError, ssl.SSLError)),
-            f"the TLS handshake with {name} failed; {_CHECK_HOST}",
-        ),
-        (
-            lambda cause: (
-                isinstance(cause, socket.gaierror) or type(cause).__name__ == "NameResolutionError"
-            ),
-            f"name resolution failed for {name}; {_CHECK_HOST} and DNS (retried, as it may "
-            "be transient)",
-        ),
-        (
-            lambda cause: isinstance(cause, ConnectionRefusedError),
-            f"connection refused; {_CHECK_HOST} and the network",
-        ),
-        (
-            lambda cause: isinstance(cause, (ConnectionResetError, http.client.RemoteDisconnected)),
-            f"the connection was closed without an answer; {_CHECK_HOST} and the network",
-        ),
-    ]
-    for matches, problem in steps:
-        if any(matches(cause) for cause in causes):
-            return f"could not reach {host}: {problem}"
-    if isinstance(error, OSError) or type(error).__module__.startswith(("requests", "urllib3")):
-        return f"could not reach {host} ({type(error).__name__}): {_CHECK_HOST} and the network"
-    return f"posting to {host} failed ({type(error).__name__})"
-
-
-def _causes(error: BaseException) -> list[BaseException]:
-    """The error and what it wraps: requests wraps urllib3's, which wraps the socket's."""
-    found: list[BaseException] = []
-    waiting: list[Any] = [error]
-    while waiting and len(found) < 32:
-        cause = waiting.pop(0)
-        if not isinstance(cause, BaseException) or any(cause is seen for seen in found):
-            continue
-        found.append(cause)
-        waiting.extend((cause.__cause__, cause.__context__, getattr(cause, "reason", None)))
-        waiting.extend(cause.args)
-    return found
-
-
-def _host_name(host: str) -> str:
-    return host.split("://", 1)[-1].rsplit("@", 1)[-1]
-
-
-# How often drain() looks at a queue that has no condition to wait on, and join_unless()
-# whether a thread ended.
-POLL_SECONDS = 0.002
-
-
-def join_unless(thread: threading.Thread, took_work: Callable[[], bool], deadline: float) -> None:
-    """Wait until the thread has ended, at most until deadline, or until took_work() says it
-    took new work instead of ending."""
-    while thread.is_alive() and time.monotonic() < deadline:
-        thread.join(POLL_SECONDS)
-        if thread.is_alive() and took_work():
-            return
-
-
-def drain(
-    work: queue.Queue[Any], deadline: float, give_up: Callable[[], bool] = lambda: False
-) -> bool:
-    """Wait until every item put on the queue was marked done, or the deadline passes, or
-    give_up() says no more will be done for now (the queue's waiters are notified then)."""
-    if not hasattr(work, "all_tasks_done"):
-        # gevent's queue, once monkey-patched, has no condition: look, sleeping (a yield).
-        while work.unfinished_tasks:
-            if time.monotonic() >= deadline or give_up():
-                return False
-            time.sleep(POLL_SECONDS)
-        return True
-    with work.all_tasks_done:
-        while work.unfinished_tasks:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0 or give_up():
-                return False
-            work.all_tasks_done.wait(remaining)
-    return True
 
 
 class _FoldSegmentsLines(logging.Filter):

@@ -7,7 +7,6 @@ import contextlib
 import copy
 import functools
 import os
-import queue
 import sys
 import threading
 import time
@@ -19,7 +18,7 @@ from typing import Any, Optional
 
 from sentry_sdk.utils import capture_internal_exception, capture_internal_exceptions, logger
 
-from . import delivery, hints, payload, receipts
+from . import delivery, hints, payload, receipts, threads
 from .config import Options
 from .quiet import QuietClient, quiet_scopes
 from .ratelimit import RateLimit
@@ -29,33 +28,8 @@ from .stats import Stats
 # After the first event of a quiet spell the worker gathers for this long, so that a burst
 # costs the capturing threads one wake-up, not one per event. flush() cuts it short.
 LINGER_SECONDS = 0.02
-# An idle worker thread ends after this long; the next event starts another.
-IDLE_SECONDS = 2.0
 # Events the worker takes off the queue at once, and decides with one rate-limit round trip.
 BATCH_SIZE = 1000
-
-
-class Bell:
-    """Wakes the worker. Ringing it is one call into C (a SimpleQueue's put), where setting a
-    threading.Event runs a Condition's Python code on the capturing thread."""
-
-    def __init__(self) -> None:
-        # Looked up now, not at import: under gevent, the patched queue once it is patched.
-        self._rings: queue.SimpleQueue[bool] = queue.SimpleQueue()
-        self.ring = functools.partial(self._rings.put, True)
-
-    def wait(self, timeout: float) -> bool:
-        """Whether it rang within timeout seconds."""
-        try:
-            return self._rings.get(timeout=timeout)
-        except queue.Empty:
-            return False
-
-    def silence(self) -> None:
-        """Forget the rings that came while the worker was awake."""
-        with contextlib.suppress(queue.Empty):
-            while True:
-                self._rings.get_nowait()
 
 
 class Forwarder:
@@ -100,7 +74,7 @@ class Forwarder:
         self._pid = os.getpid()
         self._lock = threading.Lock()
         self._worker: Optional[threading.Thread] = None
-        self._wake: Optional[Bell] = None
+        self._wake: Optional[threads.Bell] = None
         self._settled: Optional[threading.Condition] = None
         self._asleep = False
         self._busy = False
@@ -216,7 +190,7 @@ class Forwarder:
         if worker is not None and wake is not None and worker is not threading.current_thread():
             self._end_when_idle = True
             wake.ring()
-            delivery.join_unless(worker, lambda: bool(self._pending) or self._busy, deadline)
+            threads.join_unless(worker, lambda: bool(self._pending) or self._busy, deadline)
         for sink in list(self._sinks):
             sink.end_idle_consumer(deadline)
         rate_limit = self._rate_limit
@@ -256,7 +230,7 @@ class Forwarder:
         with self._lock:
             if self._worker is None:
                 if self._wake is None:
-                    self._wake = Bell()
+                    self._wake = threads.Bell()
                     self._settled = threading.Condition(threading.Lock())
                 start = self._worker = threading.Thread(
                     target=self._work, name="sentry-segment", daemon=True
@@ -301,10 +275,10 @@ class Forwarder:
                         with settled:
                             settled.notify_all()
 
-    def _sleep(self, wake: Bell) -> bool:
+    def _sleep(self, wake: threads.Bell) -> bool:
         self._asleep = True
         # An event appended before the flag was set saw no sleeping worker: look again.
-        woken = bool(self._pending) or wake.wait(IDLE_SECONDS)
+        woken = bool(self._pending) or wake.wait(threads.IDLE_SECONDS)
         self._asleep = False
         wake.silence()
         return woken

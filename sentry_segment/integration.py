@@ -17,7 +17,7 @@ from sentry_sdk.scope import add_global_event_processor
 from sentry_sdk.utils import capture_internal_exceptions
 
 from . import _compat, config, contract, payload
-from .delivery import SEGMENT_LOGGER
+from .delivery import LOGGER_NAME, SEGMENT_LOGGER
 from .forwarder import Forwarder
 
 # How often flush_async() looks whether Segment has answered, without blocking the loop.
@@ -117,7 +117,9 @@ class SegmentIntegration(Integration):
             contract.report(missing)
             return
         # Segment's client logs failed uploads at ERROR: as Sentry events they would loop back.
-        _compat.ignore_logger(SEGMENT_LOGGER)
+        # Neither may the integration's own lines (an outage, the missing user ID hint).
+        for name in (SEGMENT_LOGGER, LOGGER_NAME):
+            _compat.ignore_logger(name)
         # This runs on every capture: a plain function costs it ~20 ns where wrapt's per-call
         # bound wrapper costs ~700 ns (see the benchmarks). Flushing is rare.
         _Client.capture_event = _forward_sent_events(_Client.capture_event)  # type: ignore[method-assign]
@@ -145,7 +147,7 @@ class SegmentIntegration(Integration):
             forwarder.report_once(
                 "no_write_key",
                 "warning",
-                "sentry-segment: no write key (SENTRY_SEGMENT_WRITE_KEY), so nothing is "
+                f"sentry-segment: no write key ({config.ENV['write_key']}), so nothing is "
                 "forwarded (counted in skipped_no_write_key)",
             )
 

@@ -22,8 +22,15 @@ from .scrub import FILTERED, Scrubber, patterns
 # Segment refuses messages over 32 KB; its client adds library, type, timestamp and ids.
 MAX_MESSAGE_BYTES = 32 * 1024
 MESSAGE_BUDGET_BYTES = MAX_MESSAGE_BYTES - 2048
+# Segment documents no length for a user ID; longer than this it is data that reached
+# set_user, not an identity, and is cut.
 MAX_USER_ID_CHARS = 256
+# Sentry's event IDs are 32 hex characters; room to spare, under Segment's own limit
+# (MAX_SEGMENT_MESSAGE_ID_CHARS).
 MAX_MESSAGE_ID_CHARS = 64
+# Every string is cut to the first of these lengths at which the message fits its budget:
+# 2,048 keeps real URLs and user agents whole; the shorter ones apply only to messages made
+# huge by their strings (a megabyte query string), which still reach Segment, shortened.
 FIELD_CHAR_LIMITS = (2048, 512, 128, 32)
 # Tags carry at most this many characters (keys and values) per character limit above.
 TAG_CHARACTERS_PER_LIMIT = 4
@@ -93,18 +100,6 @@ class Track:
     # "" when the event has none (or only a user ID).
     anonymous_id: str = ""
 
-    def track_arguments(self) -> dict[str, Any]:
-        """Keyword arguments for Segment's ``Client.track`` (which adds to the context it gets)."""
-        return {
-            "user_id": self.user_id or None,
-            "anonymous_id": self.anonymous_id or None,
-            "event": self.event,
-            "properties": self.properties,
-            "context": dict(self.context),
-            "timestamp": self.timestamp,
-            "message_id": self.message_id,
-        }
-
     def as_message(self, library: Optional[Mapping[str, str]] = None) -> dict[str, Any]:
         """The message as Segment's HTTP API takes it, and as its ``Client.track`` queues it
         when given the client's library (name and version) for ``context.library``."""
@@ -152,6 +147,7 @@ def message_problem(message: Any) -> Optional[str]:  # noqa: PLR0911 (one check 
     return None
 
 
+# Segment de-duplicates on messageId and takes at most 100 characters of it.
 MAX_SEGMENT_MESSAGE_ID_CHARS = 100
 _IDENTITIES = ("userId", "anonymousId")
 

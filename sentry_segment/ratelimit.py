@@ -252,7 +252,7 @@ _FAILURES = (
 )
 
 
-def describe_failure(error: BaseException, uri: str) -> str:
+def describe_storage_failure(error: BaseException, uri: str) -> str:
     """What went wrong with the shared storage, named for the person who can fix it, with no
     secret of its URI: its kind, the library's own words, and what to check."""
     causes = [cause for cause in _causes(error) if not _named(cause, ("StorageError",))]
@@ -287,7 +287,7 @@ def storage_problem(items: tuple[RateLimitItem, ...], uri: str) -> Optional[str]
             return f"rate-limit storage {mask_uri(uri)} refused a decision on a new key"
         limiter.get_window_stats(items[0], NAMESPACE, f"check-{uuid.uuid4().hex}")
     except Exception as error:
-        return f"rate-limit storage {mask_uri(uri)}: {describe_failure(error, uri)}"
+        return f"rate-limit storage {mask_uri(uri)}: {describe_storage_failure(error, uri)}"
     return None
 
 
@@ -325,10 +325,6 @@ class RateLimit:
         self._failed_builds = 0
         self._failing = False
         self._logged_failures: set[str] = set()
-
-    def allow(self, organization: str) -> bool:
-        """Take one unit from every limit of the organization, or none when any is spent."""
-        return self.allow_many(organization, 1) == 1
 
     def allow_many(self, organization: str, count: int) -> int:
         """How many of ``count`` events may go now; takes that many units from every limit."""
@@ -385,7 +381,7 @@ class RateLimit:
 
     def _fall_back(self, error: Exception, retry_in: float) -> None:
         self._ask_shared_at = time.monotonic() + retry_in
-        failure = describe_failure(error, self._storage_uri)
+        failure = describe_storage_failure(error, self._storage_uri)
         kind = failure.split(" (", 1)[0]
         # Once per kind of failure while the storage is away (a dead cluster master is first
         # unreachable, then the cluster says it is down): a flapping one logs no more.

@@ -46,6 +46,22 @@ def test_segments_error_logs_never_come_back_as_sentry_events(
     assert len(loggers) == 2
 
 
+def test_the_integrations_own_warnings_never_reach_sentry(
+    init_sentry: InitSentry, sentry: SentryRecorder
+) -> None:
+    # Warnings as events: the hint about errors without a user ID is one.
+    init_sentry(integrations=[LoggingIntegration(event_level=logging.WARNING)])
+    raise_and_capture(ValueError("no user"))
+    sentry_sdk.flush(timeout=5)
+    raise_and_capture(ValueError("with a user"), user={"id": 1})
+    sentry_sdk.flush(timeout=5)
+    events = sentry.wait_for_events(2)
+    assert [e["exception"]["values"][0]["value"] for e in events] == ["no user", "with a user"]
+    crumbs = [c for e in events for c in (e.get("breadcrumbs") or {}).get("values") or []]
+    assert [c for c in crumbs if c.get("category") == "sentry_segment"] == []
+    assert [e for e in events if e.get("logger") == "sentry_segment"] == []
+
+
 def test_segments_log_lines_never_become_sentry_logs(
     init_sentry: InitSentry, sentry: SentryRecorder
 ) -> None:

@@ -74,13 +74,13 @@ def test_a_segment_client_without_a_constant_relied_on_leaves_the_integration_in
     stderr = run(
         """
         from segment.analytics import consumer
-        del consumer.MAX_MSG_SIZE
+        del consumer.BATCH_SIZE_LIMIT
         """,
         segment,
         sentry,
     )
     [line] = [line for line in stderr.splitlines() if "sentry-segment" in line]
-    assert "consumer.MAX_MSG_SIZE (segment-analytics-python " in line
+    assert "consumer.BATCH_SIZE_LIMIT (segment-analytics-python " in line
     assert "forwarding is off" in line
     assert segment.messages() == []
 

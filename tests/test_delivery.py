@@ -12,7 +12,7 @@ from hypothesis import assume, given
 from hypothesis import strategies as st
 from segment.analytics import Client
 
-from sentry_segment import delivery
+from sentry_segment import delivery, threads
 from sentry_segment.config import resolve
 from sentry_segment.payload import Track, build_track, user_id
 from sentry_segment.stats import Stats
@@ -43,6 +43,19 @@ def track(number: int) -> Track:
 _preparer = Client(write_key=WRITE_KEY, send=False)
 
 
+def track_arguments(track: Track) -> dict[str, Any]:
+    """Keyword arguments for Segment's ``Client.track`` (which adds to the context it gets)."""
+    return {
+        "user_id": track.user_id or None,
+        "anonymous_id": track.anonymous_id or None,
+        "event": track.event,
+        "properties": track.properties,
+        "context": dict(track.context),
+        "timestamp": track.timestamp,
+        "message_id": track.message_id,
+    }
+
+
 @pytest.mark.filterwarnings("ignore:Generating overly large repr")
 @given(events, st.integers() | st.text(min_size=1))
 def test_any_event_queues_the_message_segments_track_would_queue(
@@ -54,7 +67,7 @@ def test_any_event_queues_the_message_segments_track_would_queue(
     assume(user_id(event) is not None)
     track = build_track(event)
     # track() raises on what it refuses (bad types, over 32 KB) and adds to the context.
-    _, expected = _preparer.track(**{**track.track_arguments(), "context": dict(track.context)})
+    _, expected = _preparer.track(**track_arguments(track))
     assert delivery.segment_message(track) == expected
 
 
@@ -214,7 +227,7 @@ def test_drain_returns_false_at_the_deadline() -> None:
     work: queue.Queue[int] = queue.Queue()
     work.put(1)
     started = time.monotonic()
-    assert not delivery.drain(work, started + 0.05)
+    assert not threads.drain(work, started + 0.05)
     work.get()
     work.task_done()
-    assert delivery.drain(work, time.monotonic())
+    assert threads.drain(work, time.monotonic())

@@ -730,10 +730,9 @@ def test_segments_posts_are_invisible_to_sentrys_http_instrumentation(
 def test_the_integrations_threads_end_when_idle_and_at_flush(
     init_sentry: InitSentry, segment: SegmentCollector, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from sentry_segment import delivery, forwarder
+    from sentry_segment import threads
 
-    monkeypatch.setattr(forwarder, "IDLE_SECONDS", 1.0)
-    monkeypatch.setattr(delivery, "IDLE_SECONDS", 1.0)
+    monkeypatch.setattr(threads, "IDLE_SECONDS", 1.0)
 
     def ours() -> list[str]:
         return sorted(t.name for t in threading.enumerate() if t.name.startswith("sentry-segment"))

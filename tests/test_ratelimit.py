@@ -28,7 +28,7 @@ from sentry_segment.ratelimit import (
     REDIS_CLUSTER_ACL,
     STORAGE_RETRY_SECONDS,
     RateLimit,
-    describe_failure,
+    describe_storage_failure,
 )
 from sentry_segment.stats import Stats
 from sentry_segment.testing import SegmentCollector
@@ -48,33 +48,38 @@ def limit_of(text: str) -> RateLimit:
     return RateLimit(tuple(parse_many(text)), Stats())
 
 
+def allow(limit: RateLimit, organization: str) -> bool:
+    """One event: whether it may go now."""
+    return limit.allow_many(organization, 1) == 1
+
+
 def test_allows_the_limit_then_refuses_until_the_window_moves() -> None:
     limit = limit_of("3/second")
     started = time.monotonic()
-    assert [limit.allow("org") for _ in range(5)] == [True, True, True, False, False]
+    assert [allow(limit, "org") for _ in range(5)] == [True, True, True, False, False]
     time.sleep(max(0.0, 0.5 - (time.monotonic() - started)))
-    assert not limit.allow("org")
+    assert not allow(limit, "org")
     time.sleep(max(0.0, 1.05 - (time.monotonic() - started)))
-    assert limit.allow("org")
+    assert allow(limit, "org")
 
 
 def test_organizations_have_separate_budgets() -> None:
     limit = limit_of("1/second")
-    assert limit.allow("a")
-    assert limit.allow("b")
-    assert not limit.allow("a")
+    assert allow(limit, "a")
+    assert allow(limit, "b")
+    assert not allow(limit, "a")
 
 
 def test_every_limit_of_several_must_allow_and_a_refusal_spends_nothing() -> None:
     limit = limit_of("2/second;3/minute")
-    assert [limit.allow("org") for _ in range(3)] == [True, True, False]
+    assert [allow(limit, "org") for _ in range(3)] == [True, True, False]
     time.sleep(1.05)
-    assert [limit.allow("org") for _ in range(3)] == [True, False, False]
+    assert [allow(limit, "org") for _ in range(3)] == [True, False, False]
 
 
 def test_no_limits_allows_everything() -> None:
     limit = RateLimit((), Stats())
-    assert all(limit.allow("org") for _ in range(10_000))
+    assert all(allow(limit, "org") for _ in range(10_000))
 
 
 def test_a_steady_flood_never_exceeds_the_limit_in_any_one_second_span() -> None:
@@ -82,7 +87,7 @@ def test_a_steady_flood_never_exceeds_the_limit_in_any_one_second_span() -> None
     allowed_at: list[float] = []
     deadline = time.monotonic() + 2.5
     while time.monotonic() < deadline:
-        if limit.allow("org"):
+        if allow(limit, "org"):
             allowed_at.append(time.monotonic())
         time.sleep(0.001)
     assert len(allowed_at) >= 40
@@ -106,17 +111,17 @@ def test_an_unreachable_storage_falls_back_to_this_process_and_comes_back(
     limit = RateLimit(tuple(parse_many("3/second")), stats, redis_server.uri)
     # No sentry_sdk.init(debug=True): the warnings show without debug.
     with caplog.at_level(logging.WARNING, logger="sentry_sdk.errors"):
-        assert [limit.allow("org") for _ in range(4)] == [True, True, True, False]
+        assert [allow(limit, "org") for _ in range(4)] == [True, True, True, False]
         assert stats.snapshot()["rate_limit_fallback"] == 0
 
         redis_server.stop()
         time.sleep(1.05)
-        assert [limit.allow("org") for _ in range(4)] == [True, True, True, False]
+        assert [allow(limit, "org") for _ in range(4)] == [True, True, True, False]
         assert stats.snapshot()["rate_limit_fallback"] == 4
 
         redis_server.start()
         time.sleep(STORAGE_RETRY_SECONDS + 0.1)
-        assert limit.allow("org")
+        assert allow(limit, "org")
         assert stats.snapshot()["rate_limit_fallback"] == 4
     lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("sentry-segment")]
     assert len([line for line in lines if "unreachable" in line]) == 1
@@ -516,7 +521,7 @@ def test_any_storage_password_is_masked_everywhere(password: str, place: str) ->
         options = resolve(write_key="wk_MaskTest_0123456789", rate_limit_storage=uri, environ={})
         assert password not in repr(options)
         assert password not in json.dumps(options.describe(), default=str)
-    failure = describe_failure(ValueError(f"refused {password} at {uri}"), uri)
+    failure = describe_storage_failure(ValueError(f"refused {password} at {uri}"), uri)
     assert password not in failure or place == "malformed"
 
 
