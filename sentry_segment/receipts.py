@@ -12,8 +12,10 @@ changed, never a class.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import inspect
+from collections.abc import Iterator
 from contextvars import ContextVar
 from typing import Any, Callable, Optional
 
@@ -107,22 +109,30 @@ def _hand_over(capture_envelope: Callable[..., Any], receipts: Watch) -> Callabl
     return sentry_segment_capture_envelope
 
 
+@contextlib.contextmanager
+def _reporting(event: dict[str, Any], receipts: Watch) -> Iterator[None]:
+    """Around one send of an envelope with this event: report it received, or lost if the
+    transport reported a loss (or the send raised)."""
+    sending = _Send()
+    token = _sending.set(sending)
+    try:
+        yield
+    except BaseException:
+        sending.lost = True
+        raise
+    finally:
+        _sending.reset(token)
+        receipts.report(event, not sending.lost)
+
+
 def _watch_send(send: Callable[..., Any], receipts: Watch) -> Callable[..., Any]:
     @functools.wraps(send)
     def sentry_segment_send_envelope(envelope: Any, *args: Any, **kwargs: Any) -> Any:
         event = _safe_event_of(envelope)
         if event is None:
             return send(envelope, *args, **kwargs)
-        sending = _Send()
-        token = _sending.set(sending)
-        try:
+        with _reporting(event, receipts):
             return send(envelope, *args, **kwargs)
-        except BaseException:
-            sending.lost = True
-            raise
-        finally:
-            _sending.reset(token)
-            receipts.report(event, not sending.lost)
 
     return sentry_segment_send_envelope
 
@@ -133,16 +143,8 @@ def _watch_async_send(send: Callable[..., Any], receipts: Watch) -> Callable[...
         event = _safe_event_of(envelope)
         if event is None:
             return await send(envelope, *args, **kwargs)
-        sending = _Send()
-        token = _sending.set(sending)
-        try:
+        with _reporting(event, receipts):
             return await send(envelope, *args, **kwargs)
-        except BaseException:
-            sending.lost = True
-            raise
-        finally:
-            _sending.reset(token)
-            receipts.report(event, not sending.lost)
 
     return sentry_segment_send_envelope
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -10,8 +11,9 @@ import socket
 import subprocess
 import sys
 import venv
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import pytest
 from jsonschema import Draft7Validator
@@ -248,17 +250,29 @@ def test_schema_takes_an_anonymous_id_only_with_the_option_and_lists_the_frames(
     assert identity_errors(Draft7Validator(extended), nobody) != []
 
 
-def test_listen_prints_one_line_per_arriving_message() -> None:
+@contextlib.contextmanager
+def listening(command: Path = COMMAND) -> Iterator[tuple[int, Callable[[], str]]]:
+    """`sentry-segment listen` on a free port: (its port, a reader of its next line once its
+    banner was read). The banner is the first line read; the process is stopped after."""
     port = free_port()
     listener = subprocess.Popen(
-        [str(COMMAND), "listen", "--port", str(port)],
+        [str(command), "listen", "--port", str(port)],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
     )
+    assert listener.stdout is not None
     try:
-        assert listener.stdout is not None
-        banner = listener.stdout.readline()
+        yield port, listener.stdout.readline
+    finally:
+        listener.send_signal(signal.SIGTERM)
+        _, errors = listener.communicate(timeout=10)
+    assert listener.returncode == 0, errors
+
+
+def test_listen_prints_one_line_per_arriving_message() -> None:
+    with listening() as (port, next_line):
+        banner = next_line()
         assert f"SENTRY_SEGMENT_HOST=http://127.0.0.1:{port}" in banner
         for user in ("42", "7"):
             sent = run(
@@ -269,11 +283,7 @@ def test_listen_prints_one_line_per_arriving_message() -> None:
                 SENTRY_SEGMENT_HOST=f"http://127.0.0.1:{port}",
             )
             assert sent.returncode == 0, sent.stderr
-        lines = [listener.stdout.readline() for _ in range(2)]
-    finally:
-        listener.send_signal(signal.SIGTERM)
-        listener.wait(timeout=10)
-    assert listener.returncode == 0
+        lines = [next_line() for _ in range(2)]
     for line, user in zip(lines, ("42", "7")):
         assert line.startswith("Error Captured")
         assert f"userId={user} " in line
@@ -505,16 +515,8 @@ def test_a_plain_install_has_no_test_dependencies(plain_install: Path) -> None:
 
 def test_listen_on_a_plain_install_prints_a_line_per_message(plain_install: Path) -> None:
     command = plain_install / "sentry-segment"
-    port = free_port()
-    listener = subprocess.Popen(
-        [str(command), "listen", "--port", str(port)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert listener.stdout is not None
-        assert f"127.0.0.1:{port}" in listener.stdout.readline()
+    with listening(command) as (port, next_line):
+        assert f"127.0.0.1:{port}" in next_line()
         sent = run(
             "send-test-event",
             "--user-id",
@@ -524,11 +526,7 @@ def test_listen_on_a_plain_install_prints_a_line_per_message(plain_install: Path
             SENTRY_SEGMENT_HOST=f"http://127.0.0.1:{port}",
         )
         assert sent.returncode == 0, sent.stderr
-        line = listener.stdout.readline()
-    finally:
-        listener.send_signal(signal.SIGTERM)
-        _, errors = listener.communicate(timeout=10)
-    assert listener.returncode == 0, errors
+        line = next_line()
     assert line.startswith("Error Captured")
     assert "userId=42 " in line
 
@@ -544,26 +542,17 @@ def test_demo_and_check_on_a_plain_install(plain_install: Path) -> None:
 
 
 def test_listen_s_loopback_sentry_lets_an_application_forward_without_a_sentry_project() -> None:
-    port = free_port()
-    listener = subprocess.Popen(
-        [str(COMMAND), "listen", "--port", str(port)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
+    application = (
+        "import sentry_sdk\n"
+        "from sentry_segment import SegmentIntegration\n"
+        "sentry_sdk.init(integrations=[SegmentIntegration()])\n"
+        "sentry_sdk.set_user({'id': 'listen-1'})\n"
+        "try:\n    raise KeyError('x')\n"
+        "except KeyError:\n    sentry_sdk.capture_exception()\n"
+        "sentry_sdk.flush(timeout=5)\n"
     )
-    try:
-        assert listener.stdout is not None
-        banner = listener.stdout.readline()
-        dsn = banner.split("SENTRY_DSN=", 1)[1].split()[0]
-        application = (
-            "import sentry_sdk\n"
-            "from sentry_segment import SegmentIntegration\n"
-            "sentry_sdk.init(integrations=[SegmentIntegration()])\n"
-            "sentry_sdk.set_user({'id': 'listen-1'})\n"
-            "try:\n    raise KeyError('x')\n"
-            "except KeyError:\n    sentry_sdk.capture_exception()\n"
-            "sentry_sdk.flush(timeout=5)\n"
-        )
+    with listening() as (port, next_line):
+        dsn = next_line().split("SENTRY_DSN=", 1)[1].split()[0]
         done = subprocess.run(
             [sys.executable, "-c", application],
             env={
@@ -578,9 +567,6 @@ def test_listen_s_loopback_sentry_lets_an_application_forward_without_a_sentry_p
             check=False,
         )
         assert done.returncode == 0, done.stderr
-        line = listener.stdout.readline()
-    finally:
-        listener.send_signal(signal.SIGTERM)
-        listener.wait(timeout=10)
+        line = next_line()
     assert line.startswith("Error Captured")
     assert "userId=listen-1 " in line
