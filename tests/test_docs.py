@@ -12,6 +12,8 @@ from pathlib import Path
 import pytest
 
 from sentry_segment.config import OPTIONS
+from sentry_segment.payload import INCLUDABLE, Shape
+from sentry_segment.schema import message_schema
 from sentry_segment.stats import COUNTERS
 from sentry_segment.testing import SegmentCollector, SentryRecorder
 
@@ -99,3 +101,13 @@ def test_the_counters_table_names_every_counter() -> None:
         for name in name.split("/")
     }  # fmt: skip
     assert named == set(COUNTERS)
+
+
+def test_the_include_table_names_every_includable_field_and_the_schema_has_each() -> None:
+    section = (Path(ROOT) / "README.md").read_text().split("| `include` | adds |", 1)[1]
+    rows = [line for line in section.split("\n\n", 1)[0].splitlines() if line.startswith("| `")]
+    assert [row.split("|")[1].strip().strip("`") for row in rows] == list(INCLUDABLE)
+    every = message_schema(Shape(include=INCLUDABLE))["properties"]["properties"]["required"]
+    assert len(every) == len(message_schema(Shape())["properties"]["properties"]["required"]) + len(
+        INCLUDABLE
+    )
