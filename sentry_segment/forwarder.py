@@ -26,7 +26,7 @@ from .routing import Route, route
 from .stats import Stats
 
 # After the first event of a quiet spell the worker gathers for this long, so that a burst
-# costs the capturing threads one wake-up, not one per event. flush() cuts it short.
+# costs one wake-up, not one per event. flush() cuts it short.
 LINGER_SECONDS = 0.02
 # Events the worker takes off the queue at once, and decides with one rate-limit round trip.
 BATCH_SIZE = 1000
@@ -111,7 +111,9 @@ class Forwarder:
     def offer(self, event: Mapping[str, Any], dsn: Optional[str]) -> None:
         """Consider an event Sentry has sent; queue it for forwarding or count why not.
 
-        On the capturing thread, for every error: lookups, and a C call to wake the worker.
+        On Sentry's transport thread once it sent the event (on the capturing thread, for a
+        transport that cannot be watched), for every event: lookups, and a C call to wake the
+        worker.
         """
         if self._pid != os.getpid():
             # Forked without Python's fork hooks (uWSGI, a fork() from C): as the hook would.
