@@ -9,7 +9,6 @@ from typing import Any, Optional
 from urllib.parse import unquote_plus
 
 import pytest
-import sentry_relay
 import sentry_sdk
 from flask import Flask
 from hypothesis import assume, given
@@ -22,6 +21,9 @@ from sentry_segment.testing import SegmentCollector, SentryRecorder
 
 from .conftest import InitSentry
 from .support import free_port, http_status, wait_until_listening
+
+# Sentry's own code, the oracle: its wheels need Python 3.10 (3.9 runs the rest of the suite).
+sentry_relay = pytest.importorskip("sentry_relay")
 
 _CONFIGS: dict[tuple[str, ...], Any] = {}
 
