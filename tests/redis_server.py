@@ -58,11 +58,21 @@ def make_tls_files(directory: Path) -> dict[str, Path]:
             pytest.fail("openssl is not installed and TEST_REQUIRE_REDIS=1")
         pytest.skip("openssl is not installed")
     files = {name: directory / name for name in ("ca.crt", "ca.key", "server.crt", "server.key")}
-    (directory / "san.ext").write_text("subjectAltName=IP:127.0.0.1\n")
+    # What Python 3.13's strict verification (VERIFY_X509_STRICT) requires of a chain: key
+    # usages on both, and the server's certificate naming its issuer's key.
+    (directory / "san.ext").write_text(
+        "subjectAltName=IP:127.0.0.1\n"
+        "authorityKeyIdentifier=keyid,issuer\n"
+        "basicConstraints=critical,CA:FALSE\n"
+        "keyUsage=critical,digitalSignature,keyEncipherment\n"
+        "extendedKeyUsage=serverAuth\n"
+    )
     key = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
     commands: list[list[Any]] = [
         [openssl, "req", "-x509", *key, "-keyout", files["ca.key"], "-out", files["ca.crt"],
-         "-days", "1", "-subj", "/CN=sentry-segment test CA"],
+         "-days", "1", "-subj", "/CN=sentry-segment test CA",
+         "-addext", "basicConstraints=critical,CA:TRUE",
+         "-addext", "keyUsage=critical,keyCertSign,cRLSign"],
         [openssl, "req", *key, "-keyout", files["server.key"], "-out", directory / "server.csr",
          "-subj", "/CN=127.0.0.1"],
         [openssl, "x509", "-req", "-in", directory / "server.csr", "-CA", files["ca.crt"],

@@ -14,13 +14,14 @@ import pytest
 import sentry_sdk
 from flask import Flask
 from jsonschema import Draft7Validator
+from sentry_sdk.integrations.logging import LoggingIntegration
 
 from sentry_segment.config import resolve
 from sentry_segment.schema import message_schema
 from sentry_segment.testing import SegmentCollector, SentryRecorder
 
 from .conftest import InitSentry, raise_and_capture
-from .support import free_port, http_status, start_transaction, wait_until_listening
+from .support import free_port, http_status, pii_options, start_transaction, wait_until_listening
 
 # What analytics.js stores: the ID JSON-quoted, then URL-encoded.
 ANONYMOUS_ID = "7b1c1c8e-5d2a-4f0e-9a61-3c2f8f0d4e21"
@@ -66,7 +67,7 @@ def test_a_signed_out_flask_request_with_analytics_js_cookie_is_forwarded_with_i
     init_sentry: InitSentry, segment: SegmentCollector, sentry: SentryRecorder
 ) -> None:
     options = {"anonymous_id": "cookie:ajs_anonymous_id"}
-    integration = init_sentry(send_default_pii=True, **options)
+    integration = init_sentry(**pii_options(), **options)
     assert signed_out(declined, AJS_COOKIE).status_code == 500
     assert flask_app(declined).test_client().get("/checkout").status_code == 500  # neither ID
     [message] = forwarded(segment)
@@ -85,7 +86,7 @@ def test_a_tag_source_and_a_signed_in_user_send_both_ids(
     init_sentry: InitSentry, segment: SegmentCollector
 ) -> None:
     options = {"anonymous_id": "cookie:ajs_anonymous_id,tag:anonymous_id"}
-    init_sentry(send_default_pii=True, **options)
+    init_sentry(**pii_options(), **options)
 
     def tagged() -> str:
         sentry_sdk.set_tag("anonymous_id", "anon-from-tag")
@@ -107,7 +108,7 @@ def test_a_tag_source_and_a_signed_in_user_send_both_ids(
 def test_without_the_option_a_signed_out_request_is_skipped_as_before(
     init_sentry: InitSentry, segment: SegmentCollector
 ) -> None:
-    integration = init_sentry(send_default_pii=True)
+    integration = init_sentry(**pii_options())
     signed_out(declined, AJS_COOKIE)
     assert forwarded(segment) == []
     assert integration.stats()["skipped_no_user"] == 1
@@ -116,7 +117,7 @@ def test_without_the_option_a_signed_out_request_is_skipped_as_before(
 def test_an_anonymous_id_sentry_would_filter_is_not_forwarded(
     init_sentry: InitSentry, segment: SegmentCollector
 ) -> None:
-    integration = init_sentry(send_default_pii=True, anonymous_id="cookie:session_token,user:card")
+    integration = init_sentry(**pii_options(), anonymous_id="cookie:session_token,user:card")
 
     def card() -> str:
         sentry_sdk.set_user({"card": "4111111111111111"})
@@ -163,7 +164,9 @@ def test_message_events_of_level_error_are_forwarded_with_event_types_message(
     init_sentry: InitSentry, segment: SegmentCollector, sentry: SentryRecorder
 ) -> None:
     options = {"event_types": "error,message"}
-    integration = init_sentry(traces_sample_rate=1.0, **options)
+    # Log records at ERROR are events on every release (sentry-sdk 3 needs event_level).
+    errors_as_events = LoggingIntegration(event_level=logging.ERROR)
+    integration = init_sentry(traces_sample_rate=1.0, integrations=[errors_as_events], **options)
     sentry_sdk.set_user({"id": "42"})
     error_id = sentry_sdk.capture_message("the payment provider is down", level="error")
     sentry_sdk.capture_message("retrying", level="info")
@@ -306,7 +309,7 @@ def test_a_signed_out_django_request_is_forwarded_with_its_anonymous_id_and_fram
 
     options = {"anonymous_id": "cookie:ajs_anonymous_id", "include": "stacktrace"}
     init_sentry(
-        send_default_pii=True,
+        **pii_options(),
         integrations=[DjangoIntegration()],
         profile_url=PROFILE_URL,
         in_app_include=[__name__],
@@ -339,7 +342,7 @@ def test_a_django_error_logged_without_exc_info_is_forwarded_as_a_message_event(
     from sentry_sdk.integrations.django import DjangoIntegration
 
     init_sentry(
-        send_default_pii=True, integrations=[DjangoIntegration()], event_types=["error", "message"]
+        **pii_options(), integrations=[DjangoIntegration()], event_types=["error", "message"]
     )
     client = django_client()
     client.get("/checkout?user=9&log=1")
@@ -383,7 +386,7 @@ def test_fastapi_under_uvicorn_forwards_anonymous_ids_messages_and_frames(
         "include": "stacktrace",
         "event_types": "error,message",
     }
-    init_sentry(send_default_pii=True, in_app_include=[__name__], **options)
+    init_sentry(**pii_options(), in_app_include=[__name__], **options)
     app = fastapi.FastAPI()
 
     @app.get("/checkout")

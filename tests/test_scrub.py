@@ -20,7 +20,7 @@ from sentry_segment.scrub import FILTERED, Scrubber, patterns
 from sentry_segment.testing import SegmentCollector, SentryRecorder
 
 from .conftest import InitSentry
-from .support import free_port, http_status, wait_until_listening
+from .support import free_port, http_status, pii_options, wait_until_listening
 
 # Sentry's own code, the oracle: its wheels need Python 3.10 (3.9 runs the rest of the suite).
 sentry_relay = pytest.importorskip("sentry_relay")
@@ -163,7 +163,7 @@ def test_fields_sentry_keeps_whole_lose_only_unmistakable_secrets() -> None:
 def test_a_real_flask_request_forwards_no_secret_sentry_filters(
     init_sentry: InitSentry, segment: SegmentCollector, sentry: SentryRecorder
 ) -> None:
-    init_sentry(send_default_pii=True)
+    init_sentry(**pii_options())
     app = Flask(__name__)
 
     @app.route("/reset")
@@ -255,7 +255,7 @@ def test_context_ip_on_asgi_is_what_sentry_fills_from_the_request(
     import fastapi
     import uvicorn
 
-    init_sentry(send_default_pii=True)
+    init_sentry(**pii_options())
     app = fastapi.FastAPI()
 
     @app.get("/checkout")
