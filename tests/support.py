@@ -8,10 +8,12 @@ import os
 import signal
 import socket
 import subprocess
+import threading
 import time
 import urllib.error
 import urllib.request
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional
 
@@ -224,3 +226,21 @@ events = st.dictionaries(_event_keys, untrusted_values, max_size=10) | st.fixed_
         | st.lists(st.tuples(untrusted_scalars, untrusted_scalars), max_size=30),
     }
 )
+
+
+@contextlib.contextmanager
+def uvicorn_serving(app: Any) -> Iterator[str]:
+    """An ASGI app under a real uvicorn in a thread of this process, on a free port: its base
+    URL while the block runs."""
+    import uvicorn
+
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        wait_until_listening(port)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)

@@ -5,9 +5,6 @@ from __future__ import annotations
 
 import json
 import logging
-import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any, Callable
 
 import pytest
@@ -21,7 +18,7 @@ from sentry_segment.schema import message_schema
 from sentry_segment.testing import SegmentCollector, SentryRecorder
 
 from .conftest import InitSentry, raise_and_capture
-from .support import free_port, http_status, pii_options, start_transaction, wait_until_listening
+from .support import http_status, pii_options, start_transaction, uvicorn_serving
 
 # What analytics.js stores: the ID JSON-quoted, then URL-encoded.
 ANONYMOUS_ID = "7b1c1c8e-5d2a-4f0e-9a61-3c2f8f0d4e21"
@@ -353,22 +350,6 @@ def test_a_django_error_logged_without_exc_info_is_forwarded_as_a_message_event(
 
 
 # FastAPI under uvicorn ---------------------------------------------------------------------
-
-
-@contextmanager
-def uvicorn_serving(app: Any) -> Iterator[str]:
-    import uvicorn
-
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    try:
-        wait_until_listening(port)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
 
 
 def _fastapi_charge() -> None:

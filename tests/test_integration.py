@@ -450,20 +450,24 @@ def strip_volatile(event: dict[str, Any]) -> dict[str, Any]:
     return stripped
 
 
+def sent_event(sentry: SentryRecorder, integrations: list[Any]) -> dict[str, Any]:
+    """The event Sentry receives for one error, from a client with these integrations."""
+    sentry.clear()
+    sentry_sdk.init(dsn=sentry.dsn(), integrations=integrations, release="same")
+    raise_and_capture(KeyError("same"), user={"id": 3, "ip_address": "192.0.2.1"})
+    sentry_sdk.flush(timeout=5)
+    [event] = sentry.wait_for_events(1)
+    sentry_sdk.get_client().close(timeout=2)
+    return event
+
+
 def test_the_event_sentry_receives_is_the_same_with_and_without_the_integration(
     segment: SegmentCollector, sentry: SentryRecorder
 ) -> None:
-    def capture(integrations: list[Any]) -> dict[str, Any]:
-        sentry.clear()
-        sentry_sdk.init(dsn=sentry.dsn(), integrations=integrations, release="same")
-        raise_and_capture(KeyError("same"), user={"id": 3, "ip_address": "192.0.2.1"})
-        sentry_sdk.flush(timeout=5)
-        [event] = sentry.wait_for_events(1)
-        sentry_sdk.get_client().close(timeout=2)
-        return event
-
-    with_integration = capture([SegmentIntegration(write_key=WRITE_KEY, host=segment.host)])
-    without = capture([])
+    with_integration = sent_event(
+        sentry, [SegmentIntegration(write_key=WRITE_KEY, host=segment.host)]
+    )
+    without = sent_event(sentry, [])
     assert len(segment.messages()) == 1
     assert strip_volatile(with_integration) == strip_volatile(without)
     assert with_integration["user"] == without["user"]
@@ -473,21 +477,12 @@ def test_the_event_sentry_receives_is_the_same_with_and_without_the_integration(
 def test_with_profile_url_only_the_segment_context_of_sentrys_event_changes(
     segment: SegmentCollector, sentry: SentryRecorder
 ) -> None:
-    def capture(integrations: list[Any]) -> dict[str, Any]:
-        sentry.clear()
-        sentry_sdk.init(dsn=sentry.dsn(), integrations=integrations, release="same")
-        raise_and_capture(KeyError("same"), user={"id": 3, "ip_address": "192.0.2.1"})
-        sentry_sdk.flush(timeout=5)
-        [event] = sentry.wait_for_events(1)
-        sentry_sdk.get_client().close(timeout=2)
-        return event
-
     template = "https://app.segment.com/acme/unify/spaces/prod/explorer/{user_id}"
     integration = SegmentIntegration(write_key=WRITE_KEY, host=segment.host, profile_url=template)
-    with_profile = capture([integration])
-    without = capture([])
+    with_profile = sent_event(sentry, [integration])
+    without = sent_event(sentry, [])
     # Sentry's event after the integration with profile_url is gone: no link from now on.
-    with_plain = capture([SegmentIntegration(write_key=WRITE_KEY, host=segment.host)])
+    with_plain = sent_event(sentry, [SegmentIntegration(write_key=WRITE_KEY, host=segment.host)])
     assert strip_volatile(with_profile) == strip_volatile(without) == strip_volatile(with_plain)
     contexts = with_profile["contexts"]
     assert contexts.pop("segment") == {"profile_url": template.format(user_id="3"), "user_id": "3"}

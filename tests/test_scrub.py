@@ -4,7 +4,6 @@ normalization and data scrubbing (the sentry-relay package) are the oracle."""
 from __future__ import annotations
 
 import json
-import threading
 from typing import Any, Optional
 from urllib.parse import unquote_plus
 
@@ -20,7 +19,7 @@ from sentry_segment.scrub import FILTERED, Scrubber, patterns
 from sentry_segment.testing import SegmentCollector, SentryRecorder
 
 from .conftest import InitSentry
-from .support import free_port, http_status, pii_options, wait_until_listening
+from .support import http_status, pii_options, uvicorn_serving
 
 # Sentry's own code, the oracle: its wheels need Python 3.10 (3.9 runs the rest of the suite).
 sentry_relay = pytest.importorskip("sentry_relay")
@@ -253,7 +252,6 @@ def test_context_ip_on_asgi_is_what_sentry_fills_from_the_request(
 ) -> None:
     # sentry-sdk's ASGI integrations put the client address only in request.env.
     import fastapi
-    import uvicorn
 
     init_sentry(**pii_options())
     app = fastapi.FastAPI()
@@ -263,16 +261,8 @@ def test_context_ip_on_asgi_is_what_sentry_fills_from_the_request(
         sentry_sdk.set_user({"id": "7"})
         raise ValueError("declined")
 
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    try:
-        wait_until_listening(port)
-        assert http_status(f"http://127.0.0.1:{port}/checkout?page=2") == 500
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
+    with uvicorn_serving(app) as base:
+        assert http_status(f"{base}/checkout?page=2") == 500
     sentry_sdk.flush(timeout=5)
     [message] = segment.messages()
     [sent] = sentry.wait_for_events(1)
